@@ -1,0 +1,59 @@
+"""ragstore: an embedded on-disk datastore for retrieval-based language models."""
+
+from . import embed
+from .errors import (
+    AlreadyExistsError,
+    ConfigMismatchError,
+    CorruptStoreError,
+    EmbedderNotAvailableError,
+    InvalidInputError,
+    NotFoundError,
+    RagstoreError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from .store import Store, open
+from .types import (
+    AddResult,
+    CheckReport,
+    Chunk,
+    CompactResult,
+    Doc,
+    Document,
+    Hit,
+    IngestProgress,
+    IngestSummary,
+    Stats,
+    StoreConfig,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open",
+    "Store",
+    "embed",
+    "Doc",
+    "Chunk",
+    "Hit",
+    "Document",
+    "AddResult",
+    "IngestProgress",
+    "IngestSummary",
+    "Stats",
+    "CheckReport",
+    "CompactResult",
+    "StoreConfig",
+    "RagstoreError",
+    "InvalidInputError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "ConfigMismatchError",
+    "EmbedderNotAvailableError",
+    "StoreClosedError",
+    "StoreLockedError",
+    "ReadOnlyError",
+    "CorruptStoreError",
+    "__version__",
+]

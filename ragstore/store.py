@@ -1,0 +1,1291 @@
+"""The store: the one entry object of ragstore.
+
+LMDB (``records``) is the system of record; the usearch index (``vindex``) is
+derived from it. Every write is one LMDB transaction that also appends an
+entry to the change log; the index applies the log after the commit, and on
+open it replays whatever LMDB committed after the index's last checkpoint. So
+an acknowledged write is never lost, whatever happens to the index files.
+See docs/durability.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import msgpack
+import numpy as np
+
+from . import embed as _embed
+from .chunking import ChunkedDoc, Chunker, check_text
+from .errors import (
+    AlreadyExistsError,
+    ConfigMismatchError,
+    CorruptStoreError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from .records import ADD, DEL, Records, pack, u64, unpack
+from .types import (
+    AddResult,
+    CheckReport,
+    Chunk,
+    CompactResult,
+    Doc,
+    Document,
+    Hit,
+    IngestProgress,
+    IngestSummary,
+    Stats,
+    StoreConfig,
+)
+from .vindex import VectorIndex
+
+__all__ = ["Store", "open", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+METRICS = ("cos", "ip", "l2sq")
+INDEX_DTYPES = ("f32", "f16", "i8")
+VECTOR_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+DEFAULTS = dict(
+    chunk_tokens=64,
+    metric="cos",
+    # f16 halves the index's memory against f32 with no measurable recall loss on
+    # sentence embeddings; exact re-scoring from LMDB's f32 copies removes what is left.
+    index_dtype="f16",
+    vector_dtype="f32",
+    connectivity=16,
+)
+MAX_DOC_ID_BYTES = 480  # LMDB keys are limited to 511 bytes
+
+
+def open(path: "str | os.PathLike[str]", **kwargs: Any) -> "Store":  # noqa: A001 - mirrors lmdb.open
+    """Open (or create) the store at ``path``. See :class:`Store` for options."""
+    return Store(path, **kwargs)
+
+
+class _Prepared:
+    """A document validated, chunked and (after embedding) ready to commit."""
+
+    __slots__ = ("doc_id", "source", "meta", "hash", "chunked", "vectors", "status")
+
+    def __init__(self, doc_id: str, source: str, meta: dict, h: str, chunked: ChunkedDoc, vectors, status: str):
+        self.doc_id = doc_id
+        self.source = source
+        self.meta = meta
+        self.hash = h
+        self.chunked = chunked
+        self.vectors = vectors
+        self.status = status
+
+
+class Store:
+    """An on-disk datastore of chunks, their continuations and their vectors.
+
+    ``Store(path, *, create=True, readonly=False, embedder=None, tokenizer=None,
+    chunk_tokens=None, metric=None, index_dtype=None, vector_dtype=None,
+    connectivity=None, expansion_add=128, expansion_search=64, sync=True,
+    lock_timeout=0.0, map_size=None, checkpoint_every=100_000, threads=0)``
+
+    - ``embedder``: None uses the embedder the store was made with ("minilm"
+      for a new store); a spec string ("minilm", "sentence-transformers:NAME",
+      "onnx:PATH") or an embedder object. Another model than the store's is
+      refused with :class:`ConfigMismatchError`.
+    - ``tokenizer``: tokenizer.json (path, JSON text or ``tokenizers.Tokenizer``)
+      used to cut chunks; defaults to the embedder's.
+    - ``chunk_tokens``, ``metric`` ("cos", "ip", "l2sq"), ``index_dtype`` ("f32",
+      "f16", "i8"), ``vector_dtype`` ("f32", "f16": the copies kept in LMDB for
+      re-scoring and rebuilds), ``connectivity``: fixed at creation; None means
+      "as recorded" (or the default for a new store).
+    - ``sync``: fsync every commit (True). False keeps atomicity and
+      consistency but a power loss may drop the last commits (never a process
+      crash).
+    - ``lock_timeout``: seconds to wait for the writer lock held by another
+      process before :class:`StoreLockedError`. Readers never wait.
+    - ``checkpoint_every``: chunks written after which the index is saved.
+
+    A store is a context manager; ``close()`` is safe twice. One process
+    writes at a time (the lock is taken at the first write); any number of
+    processes read, each seeing a writer's commits at its next query.
+    """
+
+    def __init__(
+        self,
+        path: "str | os.PathLike[str]",
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        embedder: "str | _embed.Embedder | None" = None,
+        tokenizer: Any = None,
+        chunk_tokens: int | None = None,
+        metric: str | None = None,
+        index_dtype: str | None = None,
+        vector_dtype: str | None = None,
+        connectivity: int | None = None,
+        expansion_add: int = 128,
+        expansion_search: int = 64,
+        sync: bool = True,
+        lock_timeout: float = 0.0,
+        map_size: int | None = None,
+        checkpoint_every: int = 100_000,
+        threads: int = 0,
+    ) -> None:
+        self._closed = True
+        self.path = os.path.abspath(os.fspath(path))
+        self.readonly = readonly
+        self._lock_timeout = lock_timeout
+        self._checkpoint_every = checkpoint_every
+        self._writer_fd: int | None = None
+        self._open_fd: int | None = None
+        self._mutex = threading.RLock()
+        self._embedder_obj: Any = None
+        self._chunker: Chunker | None = None
+        self._chunks_since_checkpoint = 0
+        self._rec: Records | None = None
+
+        exists = os.path.exists(os.path.join(self.path, "data.mdb"))
+        if not exists:
+            if readonly or not create:
+                raise NotFoundError(
+                    f"no ragstore store at {self.path}; create one with ragstore.open(path) "
+                    "or `ragstore ingest STORE FILES`"
+                )
+            if os.path.isfile(self.path):
+                raise InvalidInputError(f"{self.path} is a file; a store is a folder: choose another path")
+            if os.path.isdir(self.path) and os.listdir(self.path):
+                raise InvalidInputError(
+                    f"{self.path} is a non-empty folder that is not a ragstore store; choose an empty or new path"
+                )
+            os.makedirs(self.path, exist_ok=True)
+        try:
+            self._take_open_lock()
+            self._rec = Records.acquire(self.path, sync=sync, map_size=map_size)
+            self._closed = False
+            self._init_config(
+                embedder=embedder,
+                tokenizer=tokenizer,
+                given=dict(
+                    chunk_tokens=chunk_tokens,
+                    metric=metric,
+                    index_dtype=index_dtype,
+                    vector_dtype=vector_dtype,
+                    connectivity=connectivity,
+                ),
+            )
+            cfg = self.config
+            self._vdtype = VECTOR_DTYPES[cfg.vector_dtype]
+            self._index = VectorIndex(
+                os.path.join(self.path, "index"),
+                dim=cfg.dim,
+                metric=cfg.metric,
+                dtype=cfg.index_dtype,
+                connectivity=cfg.connectivity,
+                expansion_add=expansion_add,
+                expansion_search=expansion_search,
+                threads=threads,
+            )
+            self._load_index()
+        except BaseException:
+            self._release()
+            raise
+
+    # ------------------------------------------------------------------ setup
+    def _init_config(self, *, embedder: Any, tokenizer: Any, given: dict) -> None:
+        assert self._rec is not None
+        with self._rec.read() as txn:
+            raw = self._rec.get_meta(txn, "config")
+        if raw is None:
+            if self.readonly:
+                raise NotFoundError(f"{self.path} holds no ragstore configuration; it was never initialized")
+            self._create_config(embedder, tokenizer, given)
+            return
+        if raw.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ConfigMismatchError(
+                f"store {self.path} has schema version {raw['schema_version']}, newer than this ragstore "
+                f"understands ({SCHEMA_VERSION}); upgrade ragstore"
+            )
+        self.config = StoreConfig(**raw)
+        for key, value in given.items():
+            if value is not None and value != raw[key]:
+                raise ConfigMismatchError(
+                    f"store {self.path} was created with {key}={raw[key]!r}, not {value!r}; "
+                    f"leave {key} unset to use the store's, or create a new store"
+                )
+        if embedder is not None:
+            emb = _embed.resolve(embedder)
+            self._check_embedder(emb)
+            self._embedder_obj = emb
+        if tokenizer is not None:
+            chunker = Chunker(tokenizer, self.config.chunk_tokens)
+            if chunker.tokenizer_hash != self.config.tokenizer_hash:
+                raise ConfigMismatchError(
+                    f"store {self.path} chunks with another tokenizer (hash {self.config.tokenizer_hash}, "
+                    f"given {chunker.tokenizer_hash}); leave tokenizer unset to use the store's own"
+                )
+            self._chunker = chunker
+
+    def _create_config(self, embedder: Any, tokenizer: Any, given: dict) -> None:
+        opts = {k: (DEFAULTS[k] if v is None else v) for k, v in given.items()}
+        if opts["metric"] not in METRICS:
+            raise InvalidInputError(f"metric must be one of {', '.join(METRICS)}, got {opts['metric']!r}")
+        if opts["index_dtype"] not in INDEX_DTYPES:
+            raise InvalidInputError(
+                f"index_dtype must be one of {', '.join(INDEX_DTYPES)}, got {opts['index_dtype']!r}"
+            )
+        if opts["index_dtype"] == "i8" and opts["metric"] == "l2sq":
+            raise InvalidInputError("index_dtype='i8' needs metric 'cos' or 'ip' (unit-scale vectors)")
+        if opts["vector_dtype"] not in VECTOR_DTYPES:
+            raise InvalidInputError(f"vector_dtype must be 'f32' or 'f16', got {opts['vector_dtype']!r}")
+        if not isinstance(opts["connectivity"], int) or not 2 <= opts["connectivity"] <= 256:
+            raise InvalidInputError(f"connectivity must be an integer in 2..256, got {opts['connectivity']!r}")
+        emb = _embed.resolve(embedder if embedder is not None else _embed.DEFAULT_EMBEDDER)
+        tok = tokenizer if tokenizer is not None else emb.tokenizer_json()
+        if tok is None:
+            raise InvalidInputError(
+                f"embedder {emb.name!r} brings no tokenizer to cut chunks with: pass tokenizer= "
+                "(a tokenizer.json path, its JSON text or a tokenizers.Tokenizer)"
+            )
+        chunker = Chunker(tok, opts["chunk_tokens"])
+        cfg = StoreConfig(
+            schema_version=SCHEMA_VERSION,
+            embedder=emb.name,
+            embedder_fingerprint=emb.fingerprint,
+            dim=int(emb.dim),
+            normalized=bool(getattr(emb, "normalized", False)),
+            tokenizer_hash=chunker.tokenizer_hash,
+            chunk_tokens=opts["chunk_tokens"],
+            metric=opts["metric"],
+            index_dtype=opts["index_dtype"],
+            vector_dtype=opts["vector_dtype"],
+            connectivity=opts["connectivity"],
+            created_at=time.time(),
+        )
+        self._acquire_writer()
+
+        def init(txn):
+            if self._rec.get_meta(txn, "config") is None:
+                self._rec.put_meta(txn, "config", cfg.to_dict())
+                self._rec.put_meta(txn, "tokenizer", chunker.tokenizer_json)
+                self._rec.put_meta(txn, "next_chunk", 1)  # 0 marks "no result" in searches
+                return cfg.to_dict()
+            return self._rec.get_meta(txn, "config")
+
+        self.config = StoreConfig(**self._rec.write(init))
+        self._embedder_obj = emb
+        self._chunker = chunker
+
+    def _check_embedder(self, emb: Any) -> None:
+        cfg = self.config
+        if int(emb.dim) != cfg.dim or emb.fingerprint != cfg.embedder_fingerprint:
+            raise ConfigMismatchError(
+                f"store {self.path} was made with embedder {cfg.embedder!r} (dim {cfg.dim}, fingerprint "
+                f"{cfg.embedder_fingerprint}); {emb.name!r} (dim {emb.dim}, fingerprint {emb.fingerprint}) "
+                "makes vectors that cannot be compared with its own. Open it without embedder= to use "
+                "its own, or create a new store for this model"
+            )
+
+    @property
+    def embedder(self) -> Any:
+        """The store's embedder, loaded on first use."""
+        self._check_open()
+        if self._embedder_obj is None:
+            name = self.config.embedder
+            if name.startswith("precomputed"):
+                emb: Any = _embed.Precomputed(self.config.dim, name=name)
+            else:
+                emb = _embed.resolve(name)
+            self._check_embedder(emb)
+            self._embedder_obj = emb
+        return self._embedder_obj
+
+    @property
+    def chunker(self) -> Chunker:
+        self._check_open()
+        if self._chunker is None:
+            with self._rec.read() as txn:
+                tok = self._rec.get_meta(txn, "tokenizer")
+            if tok is None:
+                raise CorruptStoreError(f"store {self.path} lost its tokenizer record; restore a backup")
+            self._chunker = Chunker(tok, self.config.chunk_tokens)
+        return self._chunker
+
+    # ------------------------------------------------------------------ locks
+    def _take_open_lock(self) -> None:
+        # Shared by every open Store; compact() needs it exclusive to rewrite the LMDB file.
+        try:
+            self._open_fd = os.open(os.path.join(self.path, "open.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._open_fd, fcntl.LOCK_SH)
+        except OSError:
+            self._open_fd = None  # read-only filesystem: nobody can compact anyway
+
+    def _acquire_writer(self) -> None:
+        if self._writer_fd is not None:
+            return
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.path} was opened with readonly=True; reopen it without to write")
+        fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + max(0.0, self._lock_timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    try:
+                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    except OSError:
+                        holder = "?"
+                    os.close(fd)
+                    raise StoreLockedError(
+                        f"store {self.path} is being written by another writer (pid {holder}); one writer "
+                        "at a time: wait for it to close, pass lock_timeout=SECONDS to wait, or open with "
+                        "readonly=True to read meanwhile"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._writer_fd = fd
+        if getattr(self, "_index", None) is not None:
+            with self._mutex, self._rec.read() as txn:
+                self._catch_up(txn)  # another writer may have committed since our last look
+
+    def _release(self) -> None:
+        for attr in ("_writer_fd", "_open_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                try:
+                    os.close(fd)  # closing drops the flock
+                except OSError:
+                    pass
+                setattr(self, attr, None)
+        if self._rec is not None:
+            self._rec.release()
+            self._rec = None
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed; open it again with ragstore.open()")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.path} was opened with readonly=True; reopen it without to write")
+        self._acquire_writer()
+
+    # ------------------------------------------------------------------ index upkeep
+    def _load_index(self) -> None:
+        with self._mutex:
+            loaded = self._index.load_checkpoint()
+            with self._rec.read() as txn:
+                replayed = self._catch_up(txn, loaded=loaded)
+            if replayed >= max(1, self._checkpoint_every // 10) and not self.readonly:
+                self._checkpoint_if_free()
+
+    def _checkpoint_if_free(self) -> None:
+        """After a long recovery, save it for the next opener if no one else is writing."""
+        had = self._writer_fd is not None
+        try:
+            self._acquire_writer()
+        except StoreLockedError:
+            return
+        self.checkpoint()
+        if not had and self._writer_fd is not None:
+            os.close(self._writer_fd)
+            self._writer_fd = None
+
+    def _catch_up(self, txn, loaded: bool = True) -> int:
+        """Apply what LMDB committed after the index's state; returns chunks applied."""
+        seq = self._rec.seq(txn)
+        ix = self._index
+        if loaded and ix.applied_seq == seq:
+            return 0
+        if loaded and self._log_covers(txn, ix.applied_seq, seq):
+            return self._replay(txn, seq)
+        # The log was trimmed past our state (a newer checkpoint exists) or we have
+        # no checkpoint yet: load the newest checkpoint, else rebuild from the records.
+        if ix.load_checkpoint() and self._log_covers(txn, ix.applied_seq, seq):
+            return self._replay(txn, seq)
+        return self._rebuild(txn)
+
+    def _log_covers(self, txn, applied: int, seq: int) -> bool:
+        if applied > seq:
+            return False  # the index holds commits LMDB lost (sync=False and a power cut)
+        if applied == seq:
+            return True
+        first = self._rec.first_log_seq(txn)
+        return first is not None and first <= applied + 1
+
+    def _replay(self, txn, seq: int) -> int:
+        ix = self._index
+        n = 0
+        d = self.config.dim
+        for s, ops in self._rec.log_since(txn, ix.applied_seq):
+            for op, source, c0, count in ops:
+                keys = np.arange(c0, c0 + count, dtype=np.uint64)
+                if op == ADD:
+                    blob = txn.get(u64(c0), db=self._rec.vectors)
+                    if blob is None:
+                        continue  # deleted later in the log
+                    vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
+                    ix.add(source, keys, vecs)
+                    n += count
+                else:
+                    ix.remove(source, keys)
+            ix.applied_seq = s
+        ix.applied_seq = seq
+        self._chunks_since_checkpoint += n
+        return n
+
+    def _rebuild(self, txn) -> int:
+        ix = self._index
+        ix.reset()
+        d = self.config.dim
+        pending: dict[str, tuple[list, list]] = {}
+        total = 0
+
+        def flush(source: str) -> None:
+            ks, vs = pending.pop(source)
+            ix.add(source, np.concatenate(ks), np.concatenate(vs))
+
+        for _, raw in txn.cursor(db=self._rec.docs):
+            doc = unpack(raw)
+            blob = txn.get(u64(doc["c0"]), db=self._rec.vectors)
+            if blob is None:
+                continue  # reported by check()
+            vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
+            ks, vs = pending.setdefault(doc["s"], ([], []))
+            ks.append(np.arange(doc["c0"], doc["c0"] + len(vecs), dtype=np.uint64))
+            vs.append(vecs)
+            total += len(vecs)
+            if sum(len(k) for k in ks) >= 65536:
+                flush(doc["s"])
+        for source in list(pending):
+            flush(source)
+        ix.applied_seq = self._rec.seq(txn)
+        ix.dirty = set(ix.shards)
+        self._chunks_since_checkpoint += total
+        return total
+
+    def checkpoint(self) -> None:
+        """Save the index atomically and trim the change log it now covers."""
+        self._check_writable()
+        with self._mutex:
+            with self._rec.read() as txn:
+                self._catch_up(txn)
+            ix = self._index
+            if ix.checkpoint_seq == ix.applied_seq and not ix.dirty and os.path.exists(ix.dir):
+                return
+            ix.save_checkpoint(gen=time.time_ns())
+            upto = ix.checkpoint_seq
+            self._rec.write(lambda txn: self._rec.trim_log(txn, upto))
+            self._chunks_since_checkpoint = 0
+
+    def refresh(self) -> None:
+        """See what other processes committed (queries do this by themselves)."""
+        self._check_open()
+        with self._mutex, self._rec.read() as txn:
+            self._catch_up(txn)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_doc_id(self, doc_id: object) -> str:
+        if not isinstance(doc_id, str) or not doc_id:
+            raise InvalidInputError(f"document id must be a non-empty str, got {doc_id!r}")
+        try:
+            b = doc_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"document id {doc_id!r} is not valid Unicode") from None
+        if len(b) > MAX_DOC_ID_BYTES:
+            raise InvalidInputError(
+                f"document id is {len(b)} bytes long; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
+            )
+        return doc_id
+
+    @staticmethod
+    def _check_source(source: object) -> str:
+        if source is None:
+            return ""
+        if not isinstance(source, str) or not source or len(source) > 200 or "\x00" in source:
+            raise InvalidInputError(f"source must be None or a non-empty str of at most 200 characters, got {source!r}")
+        return source
+
+    @staticmethod
+    def _check_meta(meta: object) -> dict:
+        if meta is None:
+            return {}
+        if not isinstance(meta, Mapping):
+            raise InvalidInputError(f"meta must be a dict, got {type(meta).__name__}")
+        meta = dict(meta)
+        if not all(isinstance(k, str) for k in meta):
+            raise InvalidInputError("meta keys must be str")
+        try:
+            pack(meta)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InvalidInputError(f"meta is not serializable (str, numbers, lists, dicts, bytes): {e}") from None
+        return meta
+
+    def _check_vectors(self, vectors: object, n: int | None, what: str = "vectors") -> np.ndarray:
+        d = self.config.dim
+        try:
+            arr = np.asarray(vectors)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"{what} is not an array: {e}") from None
+        if arr.dtype.kind not in "fiu":
+            raise InvalidInputError(f"{what} must be numbers, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != d or (n is not None and arr.shape[0] != n):
+            want = f"({n}, {d})" if n is not None else f"(n, {d})"
+            raise InvalidInputError(
+                f"{what} have shape {arr.shape}, expected {want}"
+                + (f": this text makes {n} chunks (see Store.chunk())" if n is not None else "")
+                + f"; the store's embedder {self.config.embedder!r} has dimension {d}"
+            )
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidInputError(f"{what} contain NaN or infinity")
+        if self.config.metric == "cos":
+            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidInputError(f"{what} contain an all-zero vector, which has no cosine direction")
+            arr = arr / norms
+        return arr
+
+    @staticmethod
+    def _content_hash(text: str, source: str, meta: dict) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(text.encode("utf-8"))
+        h.update(b"\x00" + source.encode() + b"\x00")
+        h.update(msgpack.packb(meta, use_bin_type=True))
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ writes
+    def chunk(self, text: str) -> list[Chunk]:
+        """The chunks ``add`` would make of ``text`` (to precompute their vectors)."""
+        return self.chunker.chunk(check_text(text)).chunks
+
+    def add(
+        self,
+        doc_id: str,
+        text: str,
+        *,
+        source: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        vectors: Any = None,
+        replace: bool = False,
+    ) -> AddResult:
+        """Add one document; durable when this returns.
+
+        ``vectors``: optional precomputed (n_chunks, dim) array for ``chunk(text)``.
+        An existing ``doc_id`` raises :class:`AlreadyExistsError` unless
+        ``replace=True``; replacing with the same content does nothing.
+        """
+        summary, results = self._ingest([Doc(doc_id, text, source, meta, vectors)], replace=replace)
+        return results[0]
+
+    def update(self, doc_id: str, text: str, **kwargs: Any) -> AddResult:
+        """Replace an existing document (:class:`NotFoundError` if there is none)."""
+        self._check_open()
+        if doc_id not in self:
+            raise NotFoundError(f"no document {doc_id!r} in {self.path}; use add() to create it")
+        return self.add(doc_id, text, replace=True, **kwargs)
+
+    def add_many(
+        self,
+        docs: Iterable["Doc | Mapping[str, Any]"],
+        *,
+        replace: bool = False,
+        batch_size: int = 256,
+        on_progress: Any = None,
+    ) -> IngestSummary:
+        """Add many documents, committing every ``batch_size`` chunks.
+
+        Each batch is durable before the next starts, so an interrupted call
+        keeps every batch it committed. A bad document raises after the
+        documents before it are committed. With ``replace=True``, unchanged
+        documents are skipped and changed ones replaced: re-running an
+        ingest resumes it.
+        """
+        summary, _ = self._ingest(docs, replace=replace, batch_size=batch_size, on_progress=on_progress)
+        return summary
+
+    def _coerce_doc(self, d: Any, i: int) -> Doc:
+        if isinstance(d, Doc):
+            return d
+        if isinstance(d, Mapping):
+            if "id" not in d or "text" not in d:
+                raise InvalidInputError(f"document #{i} lacks an 'id' or 'text' field")
+            return Doc(d["id"], d["text"], d.get("source"), d.get("meta"), d.get("vectors"))
+        if isinstance(d, tuple) and len(d) == 2:
+            return Doc(d[0], d[1])
+        raise InvalidInputError(f"document #{i} must be a ragstore.Doc, a mapping or an (id, text) pair")
+
+    def _ingest(self, docs, *, replace: bool, batch_size: int = 256, on_progress=None):
+        self._check_writable()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        t0 = time.perf_counter()
+        counts = {"added": 0, "replaced": 0, "unchanged": 0, "chunks": 0, "tokens": 0, "docs": 0}
+        results: list[AddResult] = []
+        pending: list[_Prepared] = []
+        pending_ids: set[str] = set()
+        chunker = self.chunker
+
+        def flush() -> None:
+            if not pending:
+                return
+            self._commit(pending)
+            for p in pending:
+                counts[p.status] += 1
+                counts["chunks"] += len(p.chunked.chunks)
+                counts["tokens"] += p.chunked.n_tokens
+            pending.clear()
+            pending_ids.clear()
+            if on_progress is not None:
+                on_progress(self._progress(counts, t0))
+
+        with self._mutex:
+            try:
+                for i, raw in enumerate(docs):
+                    d = self._coerce_doc(raw, i)
+                    doc_id = self._check_doc_id(d.id)
+                    text = check_text(d.text, f"text of document {doc_id!r}")
+                    source = self._check_source(d.source)
+                    meta = self._check_meta(d.meta)
+                    h = self._content_hash(text, source, meta)
+                    if doc_id in pending_ids:
+                        flush()
+                    with self._rec.read() as txn:
+                        old = self._rec.get_doc(txn, doc_id)
+                    counts["docs"] += 1
+                    if old is not None:
+                        if not replace:
+                            raise AlreadyExistsError(
+                                f"document {doc_id!r} already exists in {self.path}; pass replace=True to "
+                                "overwrite it (or `ragstore ingest`, which replaces changed documents)"
+                            )
+                        if old["h"] == h and d.vectors is None:
+                            counts["unchanged"] += 1
+                            results.append(AddResult(doc_id, "unchanged", old["n"]))
+                            continue
+                    chunked = chunker.chunk_many([text])[0]
+                    vecs = None
+                    if d.vectors is not None:
+                        vecs = self._check_vectors(d.vectors, len(chunked.chunks))
+                    p = _Prepared(doc_id, source, meta, h, chunked, vecs, "added" if old is None else "replaced")
+                    pending.append(p)
+                    pending_ids.add(doc_id)
+                    results.append(AddResult(doc_id, p.status, len(chunked.chunks)))
+                    if sum(len(q.chunked.chunks) for q in pending) >= batch_size:
+                        flush()
+                flush()
+            except BaseException as e:
+                # A bad document: commit the good ones before it, as documented.
+                # An interrupt keeps only what was already committed.
+                if pending and isinstance(e, Exception):
+                    try:
+                        flush()
+                    except BaseException:
+                        pass
+                raise
+        summary = IngestSummary(
+            documents=counts["docs"],
+            added=counts["added"],
+            replaced=counts["replaced"],
+            unchanged=counts["unchanged"],
+            chunks=counts["chunks"],
+            tokens=counts["tokens"],
+            seconds=time.perf_counter() - t0,
+        )
+        return summary, results
+
+    @staticmethod
+    def _progress(counts: dict, t0: float) -> IngestProgress:
+        return IngestProgress(
+            documents=counts["added"] + counts["replaced"] + counts["unchanged"],
+            chunks=counts["chunks"],
+            added=counts["added"],
+            replaced=counts["replaced"],
+            unchanged=counts["unchanged"],
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _commit(self, batch: list[_Prepared]) -> None:
+        need = [p for p in batch if p.vectors is None]
+        if need:
+            texts = [c.text for p in need for c in p.chunked.chunks]
+            vecs = self._check_vectors(self.embedder.encode(texts), len(texts), "embedder output")
+            i = 0
+            for p in need:
+                n = len(p.chunked.chunks)
+                p.vectors = vecs[i : i + n]
+                i += n
+        rec = self._rec
+        vdtype = self._vdtype
+
+        def write(txn):
+            ops: list[list] = []
+            next_chunk = rec.get_meta(txn, "next_chunk", 1)
+            d_docs = d_chunks = d_tokens = 0
+            for p in batch:
+                old = rec.get_doc(txn, p.doc_id)
+                if old is not None:
+                    self._delete_records(txn, p.doc_id, old)
+                    ops.append([DEL, old["s"], old["c0"], old["n"]])
+                    d_docs -= 1
+                    d_chunks -= old["n"]
+                    d_tokens -= old["t"]
+                c0 = next_chunk
+                chunks = p.chunked.chunks
+                next_chunk += len(chunks)
+                for c, pre in zip(chunks, p.chunked.pres):
+                    txn.put(
+                        u64(c0 + c.position),
+                        pack([p.doc_id, c.position, c.text, c.start, c.end, c.n_tokens, pre]),
+                        db=rec.chunks,
+                    )
+                txn.put(u64(c0), p.vectors.astype(vdtype).tobytes(), db=rec.vectors)
+                ntok = p.chunked.n_tokens
+                txn.put(
+                    p.doc_id.encode(),
+                    pack({"s": p.source, "m": p.meta, "c0": c0, "n": len(chunks), "t": ntok, "h": p.hash, "tail": p.chunked.tail}),
+                    db=rec.docs,
+                )
+                rec.add_source_count(txn, p.source, len(chunks))
+                ops.append([ADD, p.source, c0, len(chunks)])
+                d_docs += 1
+                d_chunks += len(chunks)
+                d_tokens += ntok
+            rec.put_meta(txn, "next_chunk", next_chunk)
+            rec.add_counter(txn, "n_docs", d_docs)
+            rec.add_counter(txn, "n_chunks", d_chunks)
+            rec.add_counter(txn, "n_tokens", d_tokens)
+            return rec.append_log(txn, ops)
+
+        rec.write(write)
+        self._after_write()
+
+    def _delete_records(self, txn, doc_id: str, old: dict) -> None:
+        rec = self._rec
+        for cid in range(old["c0"], old["c0"] + old["n"]):
+            txn.delete(u64(cid), db=rec.chunks)
+        txn.delete(u64(old["c0"]), db=rec.vectors)
+        txn.delete(doc_id.encode(), db=rec.docs)
+        rec.add_source_count(txn, old["s"], -old["n"])
+        rec.add_counter(txn, "tombstones", old["n"])
+
+    def _after_write(self) -> None:
+        with self._rec.read() as txn:
+            self._catch_up(txn)
+        if self._chunks_since_checkpoint >= self._checkpoint_every:
+            self.checkpoint()
+
+    def delete(self, doc_id: str) -> int:
+        """Delete a document, its chunks and vectors; returns the chunks removed."""
+        return self.delete_many([doc_id])
+
+    def delete_many(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Delete several documents in one transaction; returns the chunks removed.
+
+        A missing id raises :class:`NotFoundError` (and deletes nothing) unless
+        ``missing_ok=True``.
+        """
+        self._check_writable()
+        ids = [self._check_doc_id(d) for d in doc_ids]
+        rec = self._rec
+
+        def write(txn):
+            ops, removed, d_tok, n_docs = [], 0, 0, 0
+            for doc_id in dict.fromkeys(ids):
+                old = rec.get_doc(txn, doc_id)
+                if old is None:
+                    if missing_ok:
+                        continue
+                    raise NotFoundError(f"no document {doc_id!r} in {self.path}; nothing was deleted")
+                self._delete_records(txn, doc_id, old)
+                ops.append([DEL, old["s"], old["c0"], old["n"]])
+                removed += old["n"]
+                d_tok += old["t"]
+                n_docs += 1
+            if ops:
+                rec.add_counter(txn, "n_docs", -n_docs)
+                rec.add_counter(txn, "n_chunks", -removed)
+                rec.add_counter(txn, "n_tokens", -d_tok)
+                rec.append_log(txn, ops)
+            return removed
+
+        with self._mutex:
+            removed = rec.write(write)
+            self._after_write()
+        return removed
+
+    # ------------------------------------------------------------------ reads
+    def get(self, doc_id: str) -> Document:
+        """The stored document, with its text rebuilt exactly from its chunks."""
+        self._check_open()
+        doc_id = self._check_doc_id(doc_id)
+        with self._rec.read() as txn:
+            doc = self._rec.get_doc(txn, doc_id)
+            if doc is None:
+                raise NotFoundError(f"no document {doc_id!r} in {self.path}")
+            parts = []
+            for cid in range(doc["c0"], doc["c0"] + doc["n"]):
+                c = self._rec.get_chunk(txn, cid)
+                parts.append(c[6])
+                parts.append(c[2])
+            parts.append(doc["tail"])
+        return Document(
+            id=doc_id,
+            source=doc["s"] or None,
+            meta=doc["m"],
+            text="".join(parts),
+            n_chunks=doc["n"],
+            n_tokens=doc["t"],
+            content_hash=doc["h"],
+            first_chunk_id=doc["c0"],
+        )
+
+    def __contains__(self, doc_id: object) -> bool:
+        self._check_open()
+        if not isinstance(doc_id, str) or not doc_id:
+            return False
+        with self._rec.read() as txn:
+            return txn.get(doc_id.encode(), db=self._rec.docs) is not None
+
+    def __len__(self) -> int:
+        self._check_open()
+        with self._rec.read() as txn:
+            return self._rec.get_meta(txn, "n_docs", 0)
+
+    def doc_ids(self, *, source: str | None = None) -> Iterator[str]:
+        """Document ids in byte order, optionally of one source."""
+        self._check_open()
+        want = None if source is None else self._check_source(source)
+        with self._rec.read() as txn:
+            ids = []
+            for k, v in txn.cursor(db=self._rec.docs):
+                if want is None or unpack(v)["s"] == want:
+                    ids.append(bytes(k).decode())
+        return iter(ids)
+
+    def sources(self) -> dict[str, int]:
+        """Live chunks per source ("" for documents without one)."""
+        self._check_open()
+        with self._rec.read() as txn:
+            return self._rec.source_counts(txn)
+
+    def get_chunk(self, chunk_id: int) -> Hit:
+        """One chunk with its continuation (score 0)."""
+        self._check_open()
+        with self._rec.read() as txn:
+            hit = self._make_hit(txn, int(chunk_id), 0.0, {})
+        if hit is None:
+            raise NotFoundError(f"no chunk {chunk_id} in {self.path}")
+        return hit
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts`` by the store's embedder (normalized for cosine)."""
+        self._check_open()
+        return self._check_vectors(self.embedder.encode(list(texts)), len(texts), "embedder output")
+
+    # ------------------------------------------------------------------ queries
+    def _query_matrix(self, queries: Any) -> np.ndarray:
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, np.ndarray):
+            return self._check_vectors(queries, None, "query vectors")
+        queries = list(queries)
+        if not queries:
+            return np.zeros((0, self.config.dim), dtype=np.float32)
+        if all(isinstance(q, str) for q in queries):
+            for q in queries:
+                check_text(q, "query text")
+            return self.embed(queries)
+        if any(isinstance(q, str) for q in queries):
+            raise InvalidInputError("queries must be all texts or all vectors, not a mix")
+        return self._check_vectors(np.stack([np.asarray(q) for q in queries]), None, "query vectors")
+
+    def query(
+        self,
+        query: "str | np.ndarray | Sequence[float]",
+        k: int = 10,
+        *,
+        sources: Sequence[str] | None = None,
+        exclude_docs: Iterable[str] | None = None,
+        rerank: bool | None = None,
+        exact: bool = False,
+        expansion: int | None = None,
+        oversample: int = 4,
+    ) -> list[Hit]:
+        """The ``k`` nearest chunks to a text or a vector, best first.
+
+        - ``sources``: search only these sources' shards (unknown names match nothing).
+        - ``exclude_docs``: never return chunks of these documents; k hits are
+          still returned when k other chunks exist (the search widens as needed).
+        - ``rerank``: re-score ``oversample * k`` candidates with the exact
+          vectors kept in LMDB (default: on when the index is quantized).
+        - ``exact``: brute force over every stored vector (slow; ground truth).
+        - ``expansion``: HNSW search breadth for this query (higher: better recall).
+        """
+        if isinstance(query, str):
+            q = query
+        else:
+            q = np.asarray(query)
+            if q.ndim != 1:
+                raise InvalidInputError(f"query vector must be 1-D, got shape {q.shape}; use query_many for several")
+            q = q[None, :]
+        return self.query_many(
+            q, k, sources=sources, exclude_docs=exclude_docs, rerank=rerank, exact=exact,
+            expansion=expansion, oversample=oversample,
+        )[0]
+
+    def query_many(
+        self,
+        queries: "Sequence[str] | np.ndarray",
+        k: int = 10,
+        *,
+        sources: Sequence[str] | None = None,
+        exclude_docs: Iterable[str] | None = None,
+        rerank: bool | None = None,
+        exact: bool = False,
+        expansion: int | None = None,
+        oversample: int = 4,
+    ) -> list[list[Hit]]:
+        """:meth:`query` for many texts (or a 2-D array) at once: one list of hits each."""
+        self._check_open()
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(oversample, int) or oversample < 1:
+            raise InvalidInputError(f"oversample must be a positive integer, got {oversample!r}")
+        if isinstance(sources, str):
+            sources = [sources]
+        shard_names = None if sources is None else [self._check_source(s) for s in sources]
+        excluded = frozenset(exclude_docs or ())
+        Q = self._query_matrix(queries)
+        if rerank is None:
+            rerank = self.config.index_dtype != "f32"
+        with self._mutex, self._rec.read() as txn:
+            self._catch_up(txn)
+            if exact:
+                return [self._exact(txn, q, k, shard_names, excluded) for q in Q]
+            return self._search(txn, Q, k, shard_names, excluded, rerank, expansion, oversample)
+
+    def _score_from_distance(self, dist: np.ndarray) -> np.ndarray:
+        return -dist if self.config.metric == "l2sq" else 1.0 - dist
+
+    def _exact_scores(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+        if self.config.metric == "l2sq":
+            diff = vecs - q
+            return -np.einsum("ij,ij->i", diff, diff)
+        return vecs @ q
+
+    def _search(self, txn, Q, k, shard_names, excluded, rerank, expansion, oversample) -> list[list[Hit]]:
+        available = self._index.shard_sizes(shard_names)
+        want = k * oversample if rerank else k
+        if excluded:
+            want += min(len(excluded) * 4, 4 * k)
+        count = max(1, min(want, available))
+        out: list[list[Hit]] = []
+        if available == 0:
+            return [[] for _ in Q]
+        keys, dist = self._index.search(Q, count, shard_names, expansion)
+        for i, q in enumerate(Q):
+            c = count
+            ki, di = keys[i], dist[i]
+            while True:
+                hits, accepted = self._resolve(txn, q, ki, di, k, excluded, rerank)
+                if accepted >= k or c >= available:
+                    break
+                c = min(available, c * 4)
+                kk, dd = self._index.search(q[None, :], c, shard_names, max(expansion or 0, c))
+                ki, di = kk[0], dd[0]
+            out.append(hits)
+        return out
+
+    def _resolve(self, txn, q, keys, dists, k, excluded, rerank) -> tuple[list[Hit], int]:
+        rec = self._rec
+        d = self.config.dim
+        itemsize = self._vdtype.itemsize
+        docs: dict[str, dict] = {}
+        cands = []
+        for key, dist in zip(keys.tolist(), dists.tolist()):
+            if key == 0 or dist == float("inf"):
+                continue
+            raw = txn.get(u64(key), db=rec.chunks)
+            if raw is None:
+                continue  # deleted after the index saw it
+            c = unpack(raw)
+            if c[0] in excluded:
+                continue
+            doc = docs.get(c[0])
+            if doc is None:
+                doc = docs[c[0]] = rec.get_doc(txn, c[0])
+            if rerank:
+                blob = txn.get(u64(doc["c0"]), db=rec.vectors)
+                off = (key - doc["c0"]) * d * itemsize
+                v = np.frombuffer(blob, dtype=self._vdtype, count=d, offset=off).astype(np.float32)
+                score = float(self._exact_scores(q, v[None, :])[0])
+            else:
+                score = float(self._score_from_distance(np.float32(dist)))
+            cands.append((-score, key, c, doc))
+        cands.sort(key=lambda t: (t[0], t[1]))
+        hits = [self._hit(txn, key, -neg, c, doc) for neg, key, c, doc in cands[:k]]
+        return hits, len(cands)
+
+    def _hit(self, txn, key: int, score: float, c: list, doc: dict) -> Hit:
+        cont = None
+        if c[1] + 1 < doc["n"]:
+            nxt = self._rec.get_chunk(txn, key + 1)
+            cont = nxt[2] if nxt is not None else None
+        return Hit(
+            chunk_id=key,
+            doc_id=c[0],
+            source=doc["s"] or None,
+            position=c[1],
+            score=score,
+            text=c[2],
+            continuation=cont,
+            start=c[3],
+            end=c[4],
+            meta=doc["m"],
+        )
+
+    def _make_hit(self, txn, key: int, score: float, docs: dict) -> Hit | None:
+        c = self._rec.get_chunk(txn, key)
+        if c is None:
+            return None
+        doc = docs.get(c[0]) or self._rec.get_doc(txn, c[0])
+        return self._hit(txn, key, score, c, doc)
+
+    def _exact(self, txn, q, k, shard_names, excluded) -> list[Hit]:
+        d = self.config.dim
+        want = None if shard_names is None else set(shard_names)
+        all_keys, all_scores = [], []
+        for kraw, raw in txn.cursor(db=self._rec.docs):
+            doc = unpack(raw)
+            if want is not None and doc["s"] not in want:
+                continue
+            if excluded and bytes(kraw).decode() in excluded:
+                continue
+            blob = txn.get(u64(doc["c0"]), db=self._rec.vectors)
+            if blob is None:
+                continue
+            vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
+            all_scores.append(self._exact_scores(q, vecs))
+            all_keys.append(np.arange(doc["c0"], doc["c0"] + len(vecs), dtype=np.int64))
+        if not all_keys:
+            return []
+        keys = np.concatenate(all_keys)
+        scores = np.concatenate(all_scores)
+        order = np.lexsort((keys, -scores))[:k]
+        docs: dict[str, dict] = {}
+        return [self._make_hit(txn, int(keys[j]), float(scores[j]), docs) for j in order]
+
+    # ------------------------------------------------------------------ maintenance
+    def stats(self) -> Stats:
+        """Counts and sizes: documents, chunks, tokens, bytes on disk, index state."""
+        self._check_open()
+        with self._mutex, self._rec.read() as txn:
+            self._catch_up(txn)
+            g = lambda key: self._rec.get_meta(txn, key, 0)  # noqa: E731
+            n_chunks = g("n_chunks")
+            sources = {(s or ""): n for s, n in self._rec.source_counts(txn).items()}
+            tomb = g("tombstones")
+            docs = g("n_docs")
+            tokens = g("n_tokens")
+        lmdb_bytes = self._rec.file_bytes()
+        index_bytes = self._index.file_bytes()
+        n_index = len(self._index)
+        return Stats(
+            documents=docs,
+            chunks=n_chunks,
+            tokens=tokens,
+            sources=sources,
+            bytes_on_disk=lmdb_bytes + index_bytes,
+            lmdb_bytes=lmdb_bytes,
+            index_bytes=index_bytes,
+            index_vectors=n_index,
+            deleted_not_compacted=tomb,
+            unindexed=max(0, n_chunks - n_index),
+        )
+
+    def check(self, fix: bool = False) -> CheckReport:
+        """Verify LMDB's records against each other and the index against LMDB.
+
+        With ``fix=True`` rebuild what is derived (the index, the counters).
+        Damage to the records themselves is reported, never silently dropped.
+        """
+        self._check_open()
+        if fix:
+            self._check_writable()
+        problems: list[str] = []
+        derived: list[str] = []  # problems a rebuild of derived state mends
+        d = self.config.dim
+        with self._mutex, self._rec.read() as txn:
+            self._catch_up(txn)
+            rec = self._rec
+            expected: dict[str, list[np.ndarray]] = {}
+            n_docs = n_chunks = n_tokens = 0
+            per_source: dict[str, int] = {}
+            starts = set()
+            for kraw, raw in txn.cursor(db=rec.docs):
+                doc_id = bytes(kraw).decode()
+                doc = unpack(raw)
+                n_docs += 1
+                n_chunks += doc["n"]
+                n_tokens += doc["t"]
+                per_source[doc["s"]] = per_source.get(doc["s"], 0) + doc["n"]
+                starts.add(doc["c0"])
+                blob = txn.get(u64(doc["c0"]), db=rec.vectors)
+                if blob is None or len(blob) != doc["n"] * d * self._vdtype.itemsize:
+                    problems.append(f"document {doc_id!r}: vectors missing or of the wrong size")
+                for pos in range(doc["n"]):
+                    c = rec.get_chunk(txn, doc["c0"] + pos)
+                    if c is None or c[0] != doc_id or c[1] != pos:
+                        problems.append(f"document {doc_id!r}: chunk {pos} missing or misfiled")
+                        break
+                expected.setdefault(doc["s"], []).append(
+                    np.arange(doc["c0"], doc["c0"] + doc["n"], dtype=np.uint64)
+                )
+            total_chunk_records = txn.stat(rec.chunks)["entries"]
+            if total_chunk_records != n_chunks:
+                problems.append(f"{total_chunk_records - n_chunks} chunk records belong to no document")
+            vec_records = txn.stat(rec.vectors)["entries"]
+            if vec_records != n_docs:
+                problems.append(f"{vec_records - n_docs} vector records belong to no document")
+            for key, actual in (("n_docs", n_docs), ("n_chunks", n_chunks), ("n_tokens", n_tokens)):
+                if rec.get_meta(txn, key, 0) != actual:
+                    derived.append(f"counter {key} is {rec.get_meta(txn, key, 0)}, records say {actual}")
+            if {s: n for s, n in rec.source_counts(txn).items()} != per_source:
+                derived.append("per-source chunk counts disagree with the records")
+            index_keys = self._index.keys()
+            for source in set(expected) | set(index_keys):
+                want = np.concatenate(expected[source]) if source in expected else np.zeros(0, np.uint64)
+                have = index_keys.get(source, np.zeros(0, np.uint64))
+                missing = np.setdiff1d(want, have)
+                extra = np.setdiff1d(have, want)
+                label = source or "(no source)"
+                if len(missing):
+                    derived.append(f"index shard {label!r}: {len(missing)} chunks have no vector in the index")
+                if len(extra):
+                    derived.append(f"index shard {label!r}: {len(extra)} vectors belong to no chunk")
+        fixed = False
+        if fix and derived:
+            self._fix_derived(n_docs, n_chunks, n_tokens, per_source)
+            fixed = True
+        all_problems = problems + derived
+        ok = not problems and (not derived or fixed)
+        return CheckReport(ok=ok, problems=all_problems, fixed=fixed, documents=n_docs, chunks=n_chunks)
+
+    def _fix_derived(self, n_docs: int, n_chunks: int, n_tokens: int, per_source: dict[str, int]) -> None:
+        rec = self._rec
+
+        def write(txn):
+            rec.put_meta(txn, "n_docs", n_docs)
+            rec.put_meta(txn, "n_chunks", n_chunks)
+            rec.put_meta(txn, "n_tokens", n_tokens)
+            txn.drop(rec.sources, delete=False)
+            for s, n in per_source.items():
+                rec.add_source_count(txn, s, n)
+
+        with self._mutex:
+            rec.write(write)
+            with rec.read() as txn:
+                self._rebuild(txn)
+            self._index.save_checkpoint(gen=time.time_ns())
+            self._chunks_since_checkpoint = 0
+
+    def compact(self) -> CompactResult:
+        """Rebuild the index without tombstones and give freed space back to the disk.
+
+        The LMDB file is rewritten only when no other process has the store
+        open (otherwise its free pages are reused by later writes instead).
+        """
+        self._check_writable()
+        before = self._rec.file_bytes() + self._index.file_bytes()
+        with self._mutex:
+            with self._rec.read() as txn:
+                tomb = self._rec.get_meta(txn, "tombstones", 0)
+                self._rebuild(txn)
+            self._index.save_checkpoint(gen=time.time_ns())
+            upto = self._index.checkpoint_seq
+
+            def reset(txn):
+                self._rec.trim_log(txn, upto)
+                self._rec.put_meta(txn, "tombstones", 0)
+
+            self._rec.write(reset)
+            self._chunks_since_checkpoint = 0
+            lmdb_done = self._compact_lmdb()
+        after = self._rec.file_bytes() + self._index.file_bytes()
+        return CompactResult(bytes_before=before, bytes_after=after, tombstones_removed=tomb, lmdb_compacted=lmdb_done)
+
+    def _compact_lmdb(self) -> bool:
+        if self._open_fd is None:
+            return False
+        try:
+            fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fcntl.flock(self._open_fd, fcntl.LOCK_SH)  # conversion may have dropped it
+            return False
+        try:
+            tmpdir = os.path.join(self.path, "compact.tmp")
+            os.makedirs(tmpdir, exist_ok=True)
+            tmpfile = os.path.join(tmpdir, "data.mdb")
+            if os.path.exists(tmpfile):
+                os.unlink(tmpfile)
+            self._rec.env.copy(tmpdir, compact=True)
+            fd = os.open(tmpfile, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+            os.replace(tmpfile, os.path.join(self.path, "data.mdb"))
+            dfd = os.open(self.path, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+            os.rmdir(tmpdir)
+            self._rec.reopen()  # no one else has the store open: we hold open.lock exclusively
+            return True
+        finally:
+            fcntl.flock(self._open_fd, fcntl.LOCK_SH)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Save the index if this process wrote, release locks. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self._writer_fd is not None:
+                ix = self._index
+                if ix.applied_seq != ix.checkpoint_seq or ix.dirty:
+                    self.checkpoint()
+        finally:
+            self._release()
+
+    def __enter__(self) -> "Store":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                self._release()  # no checkpoint from a finalizer: LMDB has everything
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("readonly" if self.readonly else "open")
+        return f"Store({self.path!r}, {state})"

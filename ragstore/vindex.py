@@ -1,0 +1,253 @@
+"""The derived vector index: one usearch HNSW index per source (MassiveDS shards).
+
+Everything here can be rebuilt from LMDB. A checkpoint is written atomically:
+each changed shard goes to a new file (temp name, fsync, rename), then a
+manifest naming the files and the change-log sequence they include is written
+the same way, and the folder is fsynced. Files the manifest no longer names are
+removed afterwards. A crash at any point leaves either the old manifest (and
+its files) or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterable, Sequence
+
+import msgpack
+import numpy as np
+from usearch.index import Index
+
+__all__ = ["VectorIndex", "MANIFEST"]
+
+MANIFEST = "manifest.msgpack"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _shard_file(source: str, seq: int, gen: int) -> str:
+    return f"s{source.encode().hex()}-{seq}-{gen}.usearch"
+
+
+class VectorIndex:
+    """usearch shards keyed by source; distances merged across shards."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        dim: int,
+        metric: str,
+        dtype: str,
+        connectivity: int,
+        expansion_add: int,
+        expansion_search: int,
+        threads: int = 0,
+    ) -> None:
+        self.dir = directory
+        self.dim = dim
+        self.metric = metric
+        self.dtype = dtype
+        self.connectivity = connectivity
+        self.expansion_add = expansion_add
+        self.expansion_search = expansion_search
+        self.threads = threads
+        self.shards: dict[str, Index] = {}
+        self.files: dict[str, str] = {}  # shard -> file of the last checkpoint
+        self.dirty: set[str] = set()
+        self.applied_seq = 0
+        self.checkpoint_seq = -1
+        self.lock = threading.RLock()
+
+    # -- building ---------------------------------------------------------
+    def _new_shard(self) -> Index:
+        return Index(
+            ndim=self.dim,
+            metric=self.metric,
+            dtype=self.dtype,
+            connectivity=self.connectivity,
+            expansion_add=self.expansion_add,
+            expansion_search=self.expansion_search,
+        )
+
+    def reset(self) -> None:
+        self.shards = {}
+        self.files = {}
+        self.dirty = set()
+        self.applied_seq = 0
+        self.checkpoint_seq = -1
+
+    def add(self, source: str, keys: np.ndarray, vectors: np.ndarray) -> None:
+        shard = self.shards.get(source)
+        if shard is None:
+            shard = self.shards[source] = self._new_shard()
+        present = shard.contains(keys) if len(shard) else np.zeros(len(keys), dtype=bool)
+        if present.any():  # replaying a log entry the checkpoint already holds
+            keys, vectors = keys[~present], vectors[~present]
+        if len(keys):
+            shard.add(keys, vectors, threads=self.threads)
+            self.dirty.add(source)
+
+    def remove(self, source: str, keys: np.ndarray) -> None:
+        shard = self.shards.get(source)
+        if shard is None or not len(shard):
+            return
+        present = shard.contains(keys)
+        if present.any():
+            shard.remove(keys[present])
+            self.dirty.add(source)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.shards.values())
+
+    def contains(self, source: str, keys: np.ndarray) -> np.ndarray:
+        shard = self.shards.get(source)
+        if shard is None or not len(shard):
+            return np.zeros(len(keys), dtype=bool)
+        return np.asarray(shard.contains(keys), dtype=bool)
+
+    def keys(self) -> dict[str, np.ndarray]:
+        return {s: np.asarray(ix.keys, dtype=np.uint64) for s, ix in self.shards.items()}
+
+    def memory_bytes(self) -> int:
+        return sum(ix.memory_usage for ix in self.shards.values())
+
+    def shard_sizes(self, sources: Iterable[str] | None = None) -> int:
+        names = self.shards if sources is None else [s for s in sources if s in self.shards]
+        return sum(len(self.shards[s]) for s in names)
+
+    # -- search -----------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, count: int, sources: Sequence[str] | None = None, expansion: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``count`` (keys, distances) per query over the chosen shards.
+
+        Missing results are key 0 with distance +inf (chunk ids start at 1).
+        """
+        n = len(queries)
+        names = [s for s in (self.shards if sources is None else sources) if s in self.shards]
+        names = [s for s in names if len(self.shards[s])]
+        all_keys, all_dist = [], []
+        for name in names:
+            shard = self.shards[name]
+            if expansion is not None:
+                shard.expansion_search = max(expansion, count)
+            elif shard.expansion_search < count:
+                shard.expansion_search = count
+            m = shard.search(queries, min(count, len(shard)), threads=self.threads)
+            if n == 1 and not hasattr(m, "counts"):
+                keys = np.zeros((1, count), dtype=np.uint64)
+                dist = np.full((1, count), np.inf, dtype=np.float32)
+                keys[0, : len(m.keys)] = m.keys
+                dist[0, : len(m.keys)] = m.distances
+            else:
+                keys = np.zeros((n, count), dtype=np.uint64)
+                dist = np.full((n, count), np.inf, dtype=np.float32)
+                cols = m.keys.shape[1]
+                valid = np.arange(cols)[None, :] < np.asarray(m.counts)[:, None]
+                keys[:, :cols] = np.where(valid, m.keys, 0)
+                dist[:, :cols] = np.where(valid, m.distances, np.inf)
+            if expansion is not None:
+                shard.expansion_search = self.expansion_search
+            all_keys.append(keys)
+            all_dist.append(dist)
+        if not all_keys:
+            return np.zeros((n, 0), dtype=np.uint64), np.zeros((n, 0), dtype=np.float32)
+        if len(all_keys) == 1:
+            return all_keys[0], all_dist[0]
+        keys = np.concatenate(all_keys, axis=1)
+        dist = np.concatenate(all_dist, axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :count]
+        return np.take_along_axis(keys, order, 1), np.take_along_axis(dist, order, 1)
+
+    # -- persistence -------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        try:
+            with open(os.path.join(self.dir, MANIFEST), "rb") as f:
+                return msgpack.unpackb(f.read(), raw=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, msgpack.UnpackException):
+            return None  # unreadable: the caller rebuilds from LMDB
+
+    def load_checkpoint(self) -> bool:
+        """Load the last checkpoint; False if there is none usable (rebuild then)."""
+        manifest = self.read_manifest()
+        if not manifest or manifest.get("dim") != self.dim or manifest.get("dtype") != self.dtype:
+            return False
+        shards: dict[str, Index] = {}
+        try:
+            for source, fname in manifest["shards"].items():
+                ix = self._new_shard()
+                ix.load(os.path.join(self.dir, fname))
+                shards[source] = ix
+        except (OSError, RuntimeError, FileNotFoundError):
+            return False  # a newer checkpoint replaced these files meanwhile, or damage
+        self.shards = shards
+        self.files = dict(manifest["shards"])
+        self.dirty = set()
+        self.applied_seq = self.checkpoint_seq = manifest["seq"]
+        return True
+
+    def save_checkpoint(self, gen: int) -> None:
+        """Write changed shards and a new manifest atomically; ``gen`` makes names unique."""
+        os.makedirs(self.dir, exist_ok=True)
+        seq = self.applied_seq
+        files = {s: f for s, f in self.files.items() if s in self.shards and s not in self.dirty}
+        for source in sorted(self.shards):
+            if source in files:
+                continue
+            fname = _shard_file(source, seq, gen)
+            final = os.path.join(self.dir, fname)
+            tmp = final + ".tmp"
+            self.shards[source].save(tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, final)
+            files[source] = fname
+        manifest = {"seq": seq, "dim": self.dim, "dtype": self.dtype, "metric": self.metric, "shards": files}
+        tmp = os.path.join(self.dir, MANIFEST + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(msgpack.packb(manifest, use_bin_type=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.dir, MANIFEST))
+        _fsync_dir(self.dir)
+        self.files = files
+        self.dirty = set()
+        self.checkpoint_seq = seq
+        self.remove_stale_files()
+
+    def remove_stale_files(self) -> None:
+        keep = set(self.files.values()) | {MANIFEST}
+        for name in os.listdir(self.dir):
+            if name not in keep:
+                try:
+                    os.unlink(os.path.join(self.dir, name))
+                except OSError:
+                    pass
+
+    def file_bytes(self) -> int:
+        total = 0
+        try:
+            for name in os.listdir(self.dir):
+                try:
+                    total += os.path.getsize(os.path.join(self.dir, name))
+                except OSError:
+                    pass
+        except FileNotFoundError:
+            pass
+        return total
