@@ -231,6 +231,9 @@ class Reader:
             return
         if text.startswith("\ufeff"):
             text = text[1:]
+        if not text.strip():
+            self._bad(Origin(origin_file), "empty or only whitespace")
+            return
         doc = self._emit(Origin(origin_file), doc_id, text, None, None)
         if doc is not None:
             yield doc
@@ -251,10 +254,14 @@ class Reader:
         except OSError as e:
             self._bad(Origin(name), f"cannot read: {e.strerror}")
             return
-        with raw:
-            self._current = raw.tell
-            f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
-            yield from self._read_jsonl_lines(name, f)
+        size = path.stat().st_size
+        try:
+            with raw:
+                self._current = raw.tell
+                f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+                yield from self._read_jsonl_lines(name, f)
+        finally:
+            self._current = lambda: size
 
     def _read_jsonl_lines(self, name: str, f: IO[bytes], first: bytes | None = None,
                           first_lineno: int = 1) -> Iterator[Doc]:

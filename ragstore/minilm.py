@@ -235,6 +235,11 @@ class _Layer:
 class _Weights:
     """Immutable prepared weights, shared by every MiniLM on the same folder."""
 
+    #: rows per feed-forward block: the (rows, intermediate) activations stay in cache
+    ffn_rows = 256
+    #: attention sub-batches hold at most this many scores (2 MB)
+    score_elems = 1 << 19
+
     def __init__(self, folder: Path) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
@@ -315,15 +320,31 @@ class _Weights:
         self.emb_g = get("embeddings.LayerNorm.weight")
         self.emb_b = get("embeddings.LayerNorm.bias")
         scale = f32(1.0 / np.sqrt(self.head_dim))
+        hd, hd1 = self.head_dim, self.head_dim + 1
         self.layers = []
         for i in range(self.n_layers):
             p = f"encoder.layer.{i}."
             L = _Layer()
-            q, k, v = (get(p + f"attention.self.{n}.weight") for n in ("query", "key", "value"))
-            bq, bk, bv = (get(p + f"attention.self.{n}.bias") for n in ("query", "key", "value"))
-            # torch Linear computes x @ W.T + b: keep W.T, C-contiguous
-            L.wqkv = np.ascontiguousarray(np.concatenate([q.T * scale, k.T, v.T], axis=1), dtype=f32)
-            L.bqkv = np.concatenate([bq * scale, bk, bv]).astype(f32)
+            # Fused Q|K|V projection, (d, 3 * H * (hd + 1)): each head gets one
+            # extra output column, constant (zero weights): 1 for Q, 0 for K
+            # (overwritten with the padding mask, -1e9, when a batch is padded)
+            # and 1 for V. Then Q'.K' = q.k + mask folds the mask into the score
+            # matmul, and the last column of softmax-numerator @ V' is the
+            # softmax denominator: no separate pass over the (L, L) scores for
+            # either. torch's Linear is x @ W.T + b, so W.T is stored.
+            wqkv = np.zeros((d, 3, h, hd1), f32)
+            bqkv = np.zeros((3, h, hd1), f32)
+            for s, name in enumerate(("query", "key", "value")):
+                wt = get(p + f"attention.self.{name}.weight").T.reshape(d, h, hd)
+                bt = get(p + f"attention.self.{name}.bias").reshape(h, hd)
+                if s == 0:
+                    wt, bt = wt * scale, bt * scale
+                wqkv[:, s, :, :hd] = wt
+                bqkv[s, :, :hd] = bt
+            bqkv[0, :, hd] = 1.0
+            bqkv[2, :, hd] = 1.0
+            L.wqkv = np.ascontiguousarray(wqkv.reshape(d, 3 * h * hd1))
+            L.bqkv = bqkv.reshape(-1)
             L.wo = np.ascontiguousarray(get(p + "attention.output.dense.weight").T)
             L.bo = get(p + "attention.output.dense.bias")
             L.ln1_g = get(p + "attention.output.LayerNorm.weight")
@@ -336,15 +357,6 @@ class _Weights:
             L.ln2_b = get(p + "output.LayerNorm.bias")
             self.layers.append(L)
         del w
-        self.n_params = int(
-            self.word.size
-            + self.pos.size
-            + sum(
-                a.size
-                for L in self.layers
-                for a in (L.wqkv, L.bqkv, L.wo, L.bo, L.w1, L.b1, L.w2, L.b2)
-            )
-        )
 
     # ---------------------------------------------------------------- forward
 
@@ -366,8 +378,13 @@ class _Weights:
 
     def forward(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Pooled, L2-normalized vectors of a right-padded batch ``ids`` (B, L) with true lengths ``lens``."""
+        with np.errstate(over="ignore"):  # see _attention and _gelu_erf_: overflow is detected or harmless
+            return self._forward(ids, lens)
+
+    def _forward(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         B, L = ids.shape
         d, H, hd, inter = self.d, self.n_heads, self.head_dim, self.inter
+        hd1 = hd + 1
         T = B * L
         f32 = np.float32
         padded = bool((lens != L).any())
@@ -376,48 +393,55 @@ class _Weights:
         x = np.take(self.word, ids.reshape(-1), axis=0)  # (T, d)
         x.reshape(B, L, d)[...] += self.pos[:L]
         tmp = np.empty((T, d), f32)
-        qkv = np.empty((T, 3 * d), f32)
+        qkv = np.empty((T, 3 * H * hd1), f32)
         ctx = np.empty((B, L, H, hd), f32)
-        # FFN row blocks: keep the (rows, inter) intermediate within ~1.5 MB
-        rows = max(64, min(T, (1 << 19) // inter // 64 * 64 or 64))
+        rows = min(T, self.ffn_rows)
         h = np.empty((rows, inter), f32)
         u = np.empty((rows, inter), f32)
         p = np.empty((rows, inter), f32)
         # attention sub-batches: keep the (b, H, L, L) scores within ~2 MB
-        sb = max(1, min(B, (1 << 19) // (H * L * L)))
+        sb = max(1, min(B, self.score_elems // (H * L * L)))
         scores = np.empty((sb, H, L, L), f32)
+        cbuf = np.empty((sb, H, L, hd1), f32)
         if padded:
             valid = np.arange(L)[None, :] < lens[:, None]  # (B, L)
-            neg = np.where(valid, f32(0.0), f32(-1e9)).astype(f32)[:, None, None, :]  # (B,1,1,L)
+            neg = np.where(valid, f32(0.0), f32(-1e9)).astype(f32)[:, :, None]  # (B, L, 1)
 
         self._layer_norm(x, self.emb_g, self.emb_b, tmp)
-        q5 = qkv.reshape(B, L, 3, H, hd)
+        q5 = qkv.reshape(B, L, 3, H, hd1)
         for lyr in self.layers:
             # ---- self-attention
             np.matmul(x, lyr.wqkv, out=qkv)
             qkv += lyr.bqkv
+            if padded:
+                q5[:, :, 1, :, hd] = neg
             for b0 in range(0, B, sb):
                 b1 = min(B, b0 + sb)
                 n = b1 - b0
-                Q = q5[b0:b1, :, 0].transpose(0, 2, 1, 3)  # (n, H, L, hd) views
-                K = q5[b0:b1, :, 1].transpose(0, 2, 3, 1)  # (n, H, hd, L)
-                V = q5[b0:b1, :, 2].transpose(0, 2, 1, 3)  # (n, H, L, hd)
-                S = scores[:n]
+                Q = q5[b0:b1, :, 0].transpose(0, 2, 1, 3)  # (n, H, L, hd1) views
+                K = q5[b0:b1, :, 1].transpose(0, 2, 3, 1)  # (n, H, hd1, L)
+                V = q5[b0:b1, :, 2].transpose(0, 2, 1, 3)  # (n, H, L, hd1)
+                S, C = scores[:n], cbuf[:n]
                 np.matmul(Q, K, out=S)
-                if padded:
-                    S += neg[b0:b1]
-                m = S.max(axis=3, keepdims=True)
-                S -= m
+                # Fast path: exp without subtracting the row maximum. The
+                # softmax is shift-invariant, so this is exact unless exp
+                # overflows (a score > 88) or a whole row underflows; both show
+                # in the denominators, and then the sub-batch is redone the
+                # classic way.
                 np.exp(S, out=S)
-                den = S.sum(axis=3, keepdims=True)  # (n, H, L, 1)
-                C = ctx[b0:b1].transpose(0, 2, 1, 3)  # (n, H, L, hd) view of ctx
                 np.matmul(S, V, out=C)
-                C /= den
+                den = C[..., hd:]
+                if not (den.min() > 1e-30 and den.max() < 1e30):
+                    np.matmul(Q, K, out=S)
+                    S -= S.max(axis=3, keepdims=True)
+                    np.exp(S, out=S)
+                    np.matmul(S, V, out=C)
+                np.divide(C[..., :hd], den, out=ctx[b0:b1].transpose(0, 2, 1, 3))
             np.matmul(ctx.reshape(T, d), lyr.wo, out=tmp)
             tmp += lyr.bo
             x += tmp
             self._layer_norm(x, lyr.ln1_g, lyr.ln1_b, tmp)
-            # ---- feed-forward, in row blocks
+            # ---- feed-forward, in row blocks so the intermediate stays in cache
             for r0 in range(0, T, rows):
                 r1 = min(T, r0 + rows)
                 hb, ub, pb = h[: r1 - r0], u[: r1 - r0], p[: r1 - r0]

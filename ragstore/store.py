@@ -170,6 +170,7 @@ class Store:
             self._rec = Records.acquire(self.path, sync=sync, map_size=map_size)
             self._closed = False
             self._init_config(
+                create=create,
                 embedder=embedder,
                 tokenizer=tokenizer,
                 given=dict(
@@ -198,12 +199,13 @@ class Store:
             raise
 
     # ------------------------------------------------------------------ setup
-    def _init_config(self, *, embedder: Any, tokenizer: Any, given: dict) -> None:
+    def _init_config(self, *, create: bool, embedder: Any, tokenizer: Any, given: dict) -> None:
         assert self._rec is not None
         with self._rec.read() as txn:
             raw = self._rec.get_meta(txn, "config")
         if raw is None:
-            if self.readonly:
+            # A creation interrupted before its first commit: the next opener creates it.
+            if self.readonly or not create:
                 raise NotFoundError(f"{self.path} holds no ragstore configuration; it was never initialized")
             self._create_config(embedder, tokenizer, given)
             return
