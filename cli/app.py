@@ -246,6 +246,7 @@ class _ProgressView:
             self._task = self._progress.add_task("ingest", total=total_bytes, docs=0, chunks=0, rate="-")
 
     def __enter__(self) -> "_ProgressView":
+        self.t0 = time.perf_counter()
         if self._progress is not None:
             self._progress.start()
         return self

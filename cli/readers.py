@@ -290,7 +290,7 @@ class Reader:
         if not line.strip():
             return None  # blank lines are allowed
         try:
-            s = line.decode("utf-8")
+            s = line.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as e:
             self._bad(origin, f"not valid UTF-8 (byte {e.start} of the line)")
             return None

@@ -83,7 +83,7 @@ def build_prompt(
     truncate: bool = True,
     min_passage_tokens: int = 8,
     truncation_marker: str = "",
-    add_special_tokens: bool = False,
+    add_special_tokens: bool = True,
 ) -> Prompt:
     """Prepend retrieved passages to ``query`` within ``budget`` LM tokens.
 
@@ -147,11 +147,10 @@ def build_prompt(
         _, offsets = tok.encode_offsets(b)
 
         def attempt(j: int) -> tuple[str, int]:
-            cut = b[: offsets[j - 1][1]].rstrip() + truncation_marker
-            t = render(full[:m] + [(h, cut)])
+            t = render(full[:m] + [(h, b[: offsets[j - 1][1]].rstrip() + truncation_marker)])
             return t, count(t)
 
-        lo, hi = 0, len(offsets)  # the largest j that fits lies in [lo, hi)
+        lo, hi = 0, len(offsets)  # the largest j that fits lies in [lo, hi]
         best: tuple[int, str, int] | None = None
         while lo < hi:  # token counts grow with j (up to retokenization at the cut)
             mid = (lo + hi + 1) // 2
@@ -160,13 +159,12 @@ def build_prompt(
                 best, lo = (mid, t, c), mid
             else:
                 hi = mid - 1
-        if best is not None and lo != best[0]:
-            t, c = attempt(lo)
-            if c <= budget:
-                best = (lo, t, c)
-        if best is not None and best[0] >= min_passage_tokens:
-            kept_tokens, text, n = best
-            truncated = True
+        if best is not None:
+            # whitespace tokens at the cut are stripped: count what is shown
+            shown = tok.count(b[: offsets[best[0] - 1][1]].rstrip())
+            if shown >= min_passage_tokens:
+                _, text, n = best
+                kept_tokens, truncated = shown, True
     used = ranked[: m + (1 if truncated else 0)]
     if n > budget:  # cannot happen: every candidate was measured
         raise AssertionError("prompt exceeds budget")

@@ -7,8 +7,9 @@ Named sub-databases, msgpack values:
                t: tokens, h: content hash, tail: text after the last chunk};
 - ``chunks``:  chunk id (u64 big-endian) -> [doc id, position, text, start, end,
                tokens, pre];
-- ``vectors``: first chunk id of a document -> its chunks' vectors, one raw
-               row-major block (so a document's vectors are read in one get);
+- ``vectors``: chunk id (u64 big-endian) -> the chunk's vector, raw bytes (one
+               record per chunk: a query re-scores its candidates with one
+               ``getmulti``; ids only grow, so writes append);
 - ``sources``: source name -> live chunk count;
 - ``log``:     sequence number -> [[op, source, first chunk id, count], ...], one
                entry per write transaction; the vector index replays it.
@@ -192,6 +193,11 @@ class Records:
     def get_chunk(self, txn: lmdb.Transaction, chunk_id: int) -> list | None:
         v = txn.get(u64(chunk_id), db=self.chunks)
         return None if v is None else unpack(v)
+
+    def read_vectors(self, txn: lmdb.Transaction, keys: list[int]) -> tuple[list[int], list]:
+        """(ids found, raw rows) for chunk ids; deleted ids are skipped."""
+        pairs = txn.cursor(db=self.vectors).getmulti([u64(k) for k in keys])
+        return [from_u64(bytes(k)) for k, _ in pairs], [v for _, v in pairs]
 
     def seq(self, txn: lmdb.Transaction) -> int:
         return self.get_meta(txn, "seq", 0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import importlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 try:
-    from fastapi import FastAPI, Path, Query, Request
+    from fastapi import FastAPI, HTTPException, Path, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
     from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +63,7 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
 )
+from .integrations import load_embedder
 from .store import Store
 from .types import Doc, Hit
 
@@ -74,7 +74,7 @@ log = logging.getLogger("ragstore.server")
 MAX_K = 1000
 MAX_BATCH = 1024
 MAX_DOCS = 10_000
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_MAX_BODY = 64_000_000
 DEFAULT_LOCK_TIMEOUT = 10.0
 ENV_CONFIG = "RAGSTORE_SERVER_CONFIG"
 
@@ -318,31 +318,6 @@ _WRITE = (401, 403, 409, 413, 422, 423, 503)
 
 
 # ---------------------------------------------------------------------- backend
-def load_embedder(spec: "str | Any | None") -> Any:
-    """An embedder from a spec: None, an object, a registered spec ("minilm",
-    "sentence-transformers:NAME", ...) or an import path "module:attr" naming an
-    embedder object or a zero-argument callable that returns one."""
-    if spec is None or not isinstance(spec, str):
-        return spec
-    prefix, sep, attr = spec.partition(":")
-    if prefix in _embed.available() or not sep:
-        return spec  # the store resolves registered specs itself
-    try:
-        obj: Any = importlib.import_module(prefix)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise EmbedderNotAvailableError(f"cannot import embedder {spec!r}: {e}") from None
-    if not isinstance(obj, _embed.Embedder) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, _embed.Embedder):
-        raise InvalidInputError(
-            f"{spec!r} is not an embedder (an object with name, dim, fingerprint, normalized, encode() "
-            "and tokenizer_json()) nor a callable returning one"
-        )
-    return obj
-
-
 class _Backend:
     """The store behind the app, opened on first use (or at startup)."""
 
@@ -443,9 +418,10 @@ class _Guard:
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body = max_body
 
-    async def _send_error(self, send: Any, status: int, name: str, message: str, headers: dict | None = None) -> None:
-        resp = _error(status, name, message, headers=headers)
-        await resp({"type": "http"}, None, send)
+    @staticmethod
+    async def _send_error(scope: dict, receive: Any, send: Any, status: int, name: str, message: str,
+                          headers: dict | None = None) -> None:
+        await _error(status, name, message, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -457,7 +433,7 @@ class _Guard:
             scheme, _, cred = got.partition(b" ")
             if not hmac.compare_digest(b"Bearer " + cred.strip(), self.expected) or scheme.lower() != b"bearer":
                 await self._send_error(
-                    send, 401, "Unauthorized",
+                    scope, receive, send, 401, "Unauthorized",
                     "this server needs 'Authorization: Bearer TOKEN' (the token given to ragstore serve --token)",
                     headers={"WWW-Authenticate": 'Bearer realm="ragstore"'},
                 )
@@ -469,7 +445,7 @@ class _Guard:
             except ValueError:
                 too_big = False
             if too_big:
-                await self._send_error(send, 413, "PayloadTooLarge", f"request body is over {self.max_body} bytes")
+                await self._send_error(scope, receive, send, 413, "PayloadTooLarge", f"request body is over {self.max_body} bytes")
                 return
         seen = 0
         max_body = self.max_body
@@ -480,7 +456,8 @@ class _Guard:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > max_body:
-                    raise StarletteHTTPException(413, f"request body is over {max_body} bytes")
+                    # fastapi's HTTPException: its body parser re-raises it as is
+                    raise HTTPException(413, f"request body is over {max_body} bytes")
             return msg
 
         started = False
@@ -498,7 +475,7 @@ class _Guard:
             log.exception("internal error %s on %s %s", ref, scope.get("method"), scope.get("path"))
             if not started:
                 await self._send_error(
-                    send, 500, "InternalError", f"internal server error (reference {ref}; see the server log)"
+                    scope, receive, send, 500, "InternalError", f"internal server error (reference {ref}; see the server log)"
                 )
 
 
@@ -575,7 +552,9 @@ def create_app(
         for e in exc.errors():
             details.append({"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "request"
+        if first.get("type") == "json_invalid":
+            return _error(422, "ValidationError", f"the request body is not valid JSON: {first['msg']}", details)
+        where = ".".join(p for p in first["loc"] if p != "body") or "body"
         return _error(422, "ValidationError", f"{where}: {first['msg']}", details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -598,11 +577,14 @@ def create_app(
         import httpx
 
         body = await request.body()
+        # the raw path keeps percent-escapes: a document id may hold '/', '?' or '#'
+        target = request.scope.get("raw_path") or request.url.path.encode()
+        if request.scope.get("query_string"):
+            target += b"?" + request.scope["query_string"]
         try:
             r = await backend.client().request(
                 request.method,
-                request.url.path,
-                params=list(request.query_params.multi_items()),
+                target.decode("latin-1"),
                 content=body,
                 headers={"content-type": request.headers.get("content-type", "application/json")},
             )
@@ -678,7 +660,7 @@ def create_app(
              summary="Create or replace a document under this id")
     async def put_document(req: DocumentBody, request: Request, doc_id: str = Path()) -> Response:
         def run() -> Response:
-            d = _doc(DocumentIn(id=doc_id, **req.model_dump()))
+            d = Doc(doc_id, req.text, req.source, req.meta, _vectors(req.vectors, f"vectors of document {doc_id!r}"))
             r = s().add(d.id, d.text, source=d.source, meta=d.meta, vectors=d.vectors, replace=True)
             return JSONResponse(r.__dict__, status_code=201 if r.status == "added" else 200)
 
@@ -784,6 +766,19 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="ragstore-parent-watch", daemon=True).start()
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn shuts down on SIGTERM, then re-raises it to the handler that was
+    there before: make that one exit normally, so the store is closed (and its
+    index saved) by the ``finally`` blocks instead of the process dying."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def serve(
     store: "str | os.PathLike[str] | Store",
     *,
@@ -812,13 +807,22 @@ def serve(
     """
     import uvicorn
 
+    _exit_cleanly_on_sigterm()
     if not isinstance(workers, int) or workers < 1:
         raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
     where = {"uds": uds} if uds else {"host": host, "port": port}
     if workers == 1:
-        app = create_app(store, readonly=readonly, token=token, embedder=embedder, lock_timeout=lock_timeout,
-                         max_body_bytes=max_body_bytes)
-        uvicorn.run(app, log_level=log_level, access_log=access_log, **where)
+        # opened here, not at the app's startup: a missing store or model is a clean error, not a traceback
+        st = store if isinstance(store, Store) else Store(
+            store, create=False, readonly=readonly, embedder=load_embedder(embedder), lock_timeout=lock_timeout
+        )
+        try:
+            _ = st.embedder
+            app = create_app(st, readonly=readonly, token=token, lock_timeout=lock_timeout, max_body_bytes=max_body_bytes)
+            uvicorn.run(app, log_level=log_level, access_log=access_log, **where)
+        finally:
+            if st is not store:
+                st.close()
         return
     if isinstance(store, Store) or (embedder is not None and not isinstance(embedder, str)):
         raise InvalidInputError(
@@ -826,6 +830,8 @@ def serve(
             "as a spec string ('minilm', 'module:attr' ...), not objects"
         )
     path = os.path.abspath(os.fspath(store))
+    with Store(path, create=False, readonly=True, embedder=load_embedder(embedder)) as st:
+        _ = st.embedder  # fail here, once, rather than in every worker
     cfg: dict[str, Any] = {
         "store": path, "readonly": readonly, "token": token, "embedder": embedder,
         "lock_timeout": lock_timeout, "max_body_bytes": max_body_bytes, "writer_uds": None,
@@ -836,7 +842,7 @@ def serve(
         if not readonly:
             cfg["writer_uds"] = os.path.join(sockdir, "writer.sock")
             cmd = [sys.executable, "-m", "ragstore.server", path, "--uds", cfg["writer_uds"], "--writer",
-                   "--lock-timeout", str(lock_timeout), "--max-body-bytes", str(max_body_bytes),
+                   "--lock-timeout", str(lock_timeout), "--max-body-mb", str(max_body_bytes / 1e6),
                    "--log-level", log_level, "--no-access-log"]
             if embedder:
                 cmd += ["--embedder", embedder]
@@ -873,7 +879,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token", default=os.environ.get("RAGSTORE_TOKEN"))
     p.add_argument("--embedder", default=None)
     p.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT)
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY / 1e6)
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
     p.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
@@ -888,7 +894,7 @@ def main(argv: list[str] | None = None) -> None:
         _watch_parent()
     try:
         serve(a.store, host=a.host, port=a.port, workers=a.workers, readonly=a.read_only, token=a.token,
-              embedder=a.embedder, lock_timeout=a.lock_timeout, max_body_bytes=a.max_body_bytes,
+              embedder=a.embedder, lock_timeout=a.lock_timeout, max_body_bytes=int(a.max_body_mb * 1e6),
               log_level=a.log_level, access_log=not a.no_access_log, uds=a.uds)
     except RagstoreError as e:
         sys.stderr.write(f"error: {e}\n")

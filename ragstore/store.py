@@ -429,18 +429,22 @@ class Store:
         first = self._rec.first_log_seq(txn)
         return first is not None and first <= applied + 1
 
+    def _doc_vectors(self, txn, c0: int, n: int) -> np.ndarray | None:
+        found, rows = self._rec.read_vectors(txn, list(range(c0, c0 + n)))
+        if len(found) != n:
+            return None  # deleted (later in the log), or damaged: check() reports it
+        return np.frombuffer(b"".join(rows), dtype=self._vdtype).reshape(n, self.config.dim).astype(np.float32)
+
     def _replay(self, txn, seq: int) -> int:
         ix = self._index
         n = 0
-        d = self.config.dim
         for s, ops in self._rec.log_since(txn, ix.applied_seq):
             for op, source, c0, count in ops:
                 keys = np.arange(c0, c0 + count, dtype=np.uint64)
                 if op == ADD:
-                    blob = txn.get(u64(c0), db=self._rec.vectors)
-                    if blob is None:
+                    vecs = self._doc_vectors(txn, c0, count)
+                    if vecs is None:
                         continue  # deleted later in the log
-                    vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
                     ix.add(source, keys, vecs)
                     n += count
                 else:
@@ -453,7 +457,6 @@ class Store:
     def _rebuild(self, txn) -> int:
         ix = self._index
         ix.reset()
-        d = self.config.dim
         pending: dict[str, tuple[list, list]] = {}
         total = 0
 
@@ -463,10 +466,9 @@ class Store:
 
         for _, raw in txn.cursor(db=self._rec.docs):
             doc = unpack(raw)
-            blob = txn.get(u64(doc["c0"]), db=self._rec.vectors)
-            if blob is None:
+            vecs = self._doc_vectors(txn, doc["c0"], doc["n"])
+            if vecs is None:
                 continue  # reported by check()
-            vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
             ks, vs = pending.setdefault(doc["s"], ([], []))
             ks.append(np.arange(doc["c0"], doc["c0"] + len(vecs), dtype=np.uint64))
             vs.append(vecs)
@@ -751,13 +753,18 @@ class Store:
                 c0 = next_chunk
                 chunks = p.chunked.chunks
                 next_chunk += len(chunks)
-                for c, pre in zip(chunks, p.chunked.pres):
-                    txn.put(
-                        u64(c0 + c.position),
-                        pack([p.doc_id, c.position, c.text, c.start, c.end, c.n_tokens, pre]),
-                        db=rec.chunks,
-                    )
-                txn.put(u64(c0), p.vectors.astype(vdtype).tobytes(), db=rec.vectors)
+                # chunk ids only grow, so both tables take them as appends
+                txn.cursor(db=rec.chunks).putmulti(
+                    [
+                        (u64(c0 + c.position), pack([p.doc_id, c.position, c.text, c.start, c.end, c.n_tokens, pre]))
+                        for c, pre in zip(chunks, p.chunked.pres)
+                    ],
+                    append=True,
+                )
+                rows = p.vectors.astype(vdtype)
+                txn.cursor(db=rec.vectors).putmulti(
+                    [(u64(c0 + j), rows[j].tobytes()) for j in range(len(chunks))], append=True
+                )
                 ntok = p.chunked.n_tokens
                 txn.put(
                     p.doc_id.encode(),
@@ -782,7 +789,7 @@ class Store:
         rec = self._rec
         for cid in range(old["c0"], old["c0"] + old["n"]):
             txn.delete(u64(cid), db=rec.chunks)
-        txn.delete(u64(old["c0"]), db=rec.vectors)
+            txn.delete(u64(cid), db=rec.vectors)
         txn.delete(doc_id.encode(), db=rec.docs)
         rec.add_source_count(txn, old["s"], -old["n"])
         rec.add_counter(txn, "tombstones", old["n"])
@@ -891,7 +898,7 @@ class Store:
         """One chunk with its continuation (score 0)."""
         self._check_open()
         with self._rec.read() as txn:
-            hit = self._make_hit(txn, int(chunk_id), 0.0, {})
+            hit = self._make_hit(txn, int(chunk_id), 0.0)
         if hit is None:
             raise NotFoundError(f"no chunk {chunk_id} in {self.path}")
         return hit
@@ -1015,63 +1022,81 @@ class Store:
             out.append(hits)
         return out
 
+    def _vectors_of(self, txn, keys: list[int]) -> tuple[list[int], np.ndarray]:
+        """Exact stored vectors of chunk ids, skipping deleted ones, in one LMDB call."""
+        found, rows = self._rec.read_vectors(txn, keys)
+        if not found:
+            return [], np.zeros((0, self.config.dim), dtype=np.float32)
+        arr = np.frombuffer(b"".join(rows), dtype=self._vdtype).reshape(len(found), self.config.dim)
+        return found, arr.astype(np.float32, copy=False)
+
     def _resolve(self, txn, q, keys, dists, k, excluded, rerank) -> tuple[list[Hit], int]:
+        """Turn index candidates into up to k hits; also returns how many candidates qualified."""
         rec = self._rec
-        d = self.config.dim
-        itemsize = self._vdtype.itemsize
-        docs: dict[str, dict] = {}
-        cands = []
-        for key, dist in zip(keys.tolist(), dists.tolist()):
-            if key == 0 or dist == float("inf"):
-                continue
-            raw = txn.get(u64(key), db=rec.chunks)
+        valid = [(key, dist) for key, dist in zip(keys.tolist(), dists.tolist()) if key != 0 and dist != float("inf")]
+        if rerank:
+            found, vecs = self._vectors_of(txn, [key for key, _ in valid])
+            scores = self._exact_scores(q, vecs).tolist() if found else []
+            ranked = sorted(zip(scores, found), key=lambda t: (-t[0], t[1]))
+        else:
+            ranked = [(float(s), key) for (key, _), s in zip(valid, self._score_from_distance(np.array([d for _, d in valid], dtype=np.float32)).tolist())]
+            ranked.sort(key=lambda t: (-t[0], t[1]))
+        cur = txn.cursor(db=rec.chunks)
+        records = {int.from_bytes(bytes(kb), "big"): v for kb, v in cur.getmulti([u64(key) for _, key in ranked])}
+        chosen: list[tuple[float, int, list]] = []
+        qualified = 0
+        for score, key in ranked:
+            raw = records.get(key)
             if raw is None:
                 continue  # deleted after the index saw it
             c = unpack(raw)
             if c[0] in excluded:
                 continue
-            doc = docs.get(c[0])
-            if doc is None:
-                doc = docs[c[0]] = rec.get_doc(txn, c[0])
-            if rerank:
-                blob = txn.get(u64(doc["c0"]), db=rec.vectors)
-                off = (key - doc["c0"]) * d * itemsize
-                v = np.frombuffer(blob, dtype=self._vdtype, count=d, offset=off).astype(np.float32)
-                score = float(self._exact_scores(q, v[None, :])[0])
-            else:
-                score = float(self._score_from_distance(np.float32(dist)))
-            cands.append((-score, key, c, doc))
-        cands.sort(key=lambda t: (t[0], t[1]))
-        hits = [self._hit(txn, key, -neg, c, doc) for neg, key, c, doc in cands[:k]]
-        return hits, len(cands)
+            qualified += 1
+            if len(chosen) < k:
+                chosen.append((float(score), key, c))
+            elif not excluded:
+                qualified = len(ranked)  # nothing is filtered: every candidate qualifies
+                break
+        return self._hits(txn, chosen), qualified
 
-    def _hit(self, txn, key: int, score: float, c: list, doc: dict) -> Hit:
-        cont = None
-        if c[1] + 1 < doc["n"]:
-            nxt = self._rec.get_chunk(txn, key + 1)
-            cont = nxt[2] if nxt is not None else None
-        return Hit(
-            chunk_id=key,
-            doc_id=c[0],
-            source=doc["s"] or None,
-            position=c[1],
-            score=score,
-            text=c[2],
-            continuation=cont,
-            start=c[3],
-            end=c[4],
-            meta=doc["m"],
-        )
+    def _hits(self, txn, chosen: list[tuple[float, int, list]]) -> list[Hit]:
+        """Build hits with their documents and continuations, fetched in batches."""
+        rec = self._rec
+        docs: dict[str, dict] = {}
+        for _, _, c in chosen:
+            if c[0] not in docs:
+                docs[c[0]] = rec.get_doc(txn, c[0])
+        want = [key + 1 for _, key, c in chosen if c[1] + 1 < docs[c[0]]["n"]]
+        conts = {
+            int.from_bytes(bytes(kb), "big"): v
+            for kb, v in txn.cursor(db=rec.chunks).getmulti([u64(x) for x in want])
+        }
+        hits = []
+        for score, key, c in chosen:
+            doc = docs[c[0]]
+            nxt = conts.get(key + 1) if c[1] + 1 < doc["n"] else None
+            hits.append(
+                Hit(
+                    chunk_id=key,
+                    doc_id=c[0],
+                    source=doc["s"] or None,
+                    position=c[1],
+                    score=score,
+                    text=c[2],
+                    continuation=unpack(nxt)[2] if nxt is not None else None,
+                    start=c[3],
+                    end=c[4],
+                    meta=doc["m"],
+                )
+            )
+        return hits
 
-    def _make_hit(self, txn, key: int, score: float, docs: dict) -> Hit | None:
+    def _make_hit(self, txn, key: int, score: float) -> Hit | None:
         c = self._rec.get_chunk(txn, key)
-        if c is None:
-            return None
-        doc = docs.get(c[0]) or self._rec.get_doc(txn, c[0])
-        return self._hit(txn, key, score, c, doc)
+        return None if c is None else self._hits(txn, [(score, key, c)])[0]
 
     def _exact(self, txn, q, k, shard_names, excluded) -> list[Hit]:
-        d = self.config.dim
         want = None if shard_names is None else set(shard_names)
         all_keys, all_scores = [], []
         for kraw, raw in txn.cursor(db=self._rec.docs):
@@ -1080,10 +1105,9 @@ class Store:
                 continue
             if excluded and bytes(kraw).decode() in excluded:
                 continue
-            blob = txn.get(u64(doc["c0"]), db=self._rec.vectors)
-            if blob is None:
+            vecs = self._doc_vectors(txn, doc["c0"], doc["n"])
+            if vecs is None:
                 continue
-            vecs = np.frombuffer(blob, dtype=self._vdtype).reshape(-1, d).astype(np.float32)
             all_scores.append(self._exact_scores(q, vecs))
             all_keys.append(np.arange(doc["c0"], doc["c0"] + len(vecs), dtype=np.int64))
         if not all_keys:
@@ -1091,8 +1115,7 @@ class Store:
         keys = np.concatenate(all_keys)
         scores = np.concatenate(all_scores)
         order = np.lexsort((keys, -scores))[:k]
-        docs: dict[str, dict] = {}
-        return [self._make_hit(txn, int(keys[j]), float(scores[j]), docs) for j in order]
+        return self._hits(txn, [(float(scores[j]), int(keys[j]), self._rec.get_chunk(txn, int(keys[j]))) for j in order])
 
     # ------------------------------------------------------------------ maintenance
     def stats(self) -> Stats:
@@ -1149,8 +1172,9 @@ class Store:
                 n_tokens += doc["t"]
                 per_source[doc["s"]] = per_source.get(doc["s"], 0) + doc["n"]
                 starts.add(doc["c0"])
-                blob = txn.get(u64(doc["c0"]), db=rec.vectors)
-                if blob is None or len(blob) != doc["n"] * d * self._vdtype.itemsize:
+                found, rows = rec.read_vectors(txn, list(range(doc["c0"], doc["c0"] + doc["n"])))
+                row = d * self._vdtype.itemsize
+                if len(found) != doc["n"] or any(len(r) != row for r in rows):
                     problems.append(f"document {doc_id!r}: vectors missing or of the wrong size")
                 for pos in range(doc["n"]):
                     c = rec.get_chunk(txn, doc["c0"] + pos)
@@ -1164,8 +1188,8 @@ class Store:
             if total_chunk_records != n_chunks:
                 problems.append(f"{total_chunk_records - n_chunks} chunk records belong to no document")
             vec_records = txn.stat(rec.vectors)["entries"]
-            if vec_records != n_docs:
-                problems.append(f"{vec_records - n_docs} vector records belong to no document")
+            if vec_records != n_chunks:
+                problems.append(f"{vec_records - n_chunks} vector records belong to no document")
             for key, actual in (("n_docs", n_docs), ("n_chunks", n_chunks), ("n_tokens", n_tokens)):
                 if rec.get_meta(txn, key, 0) != actual:
                     derived.append(f"counter {key} is {rec.get_meta(txn, key, 0)}, records say {actual}")

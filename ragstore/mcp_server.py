@@ -1,0 +1,178 @@
+"""A store as Model Context Protocol tools, for LLM apps (Claude Desktop, IDEs ...).
+
+``ragstore mcp STORE [--read-only]`` speaks MCP over stdio with the official
+``mcp`` SDK (``pip install 'ragstore[mcp]'``; its 1.x ``FastMCP`` and 2.x
+``MCPServer`` both work). Tools:
+
+- ``search(query, k=5, sources=None, exclude_docs=None)``: the nearest chunks
+  with their continuations, document ids, sources and scores;
+- ``get_document(doc_id)``, ``stats()``;
+- unless read-only: ``add_document(doc_id, text, source=None, meta=None,
+  replace=False)`` and ``delete_document(doc_id)``.
+
+A library error comes back as a tool error carrying its message (the model
+can read it and correct itself). The process takes the store's writer lock
+at its first write and keeps it until it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from .errors import RagstoreError
+from .integrations import load_embedder
+from .store import Store
+
+__all__ = ["build_server", "run_stdio"]
+
+log = logging.getLogger("ragstore.mcp")
+
+INSTRUCTIONS = (
+    "ragstore: a datastore of text passages (fixed-size chunks of documents). Use `search` to find the "
+    "passages most similar to a question or a piece of text; each hit has the passage, its continuation "
+    "(the text that follows it in its document), the document id and source. Use `get_document` for a "
+    "whole document."
+)
+
+
+def _sdk() -> tuple[Any, Any, Any]:
+    """(server class, ToolError, ToolAnnotations) from mcp 2.x or 1.x."""
+    try:
+        from mcp.server.mcpserver import MCPServer as Server
+        from mcp.server.mcpserver.exceptions import ToolError
+        from mcp_types import ToolAnnotations
+    except ImportError:
+        try:
+            from mcp.server.fastmcp import FastMCP as Server  # mcp 1.x
+            from mcp.server.fastmcp.exceptions import ToolError
+            from mcp.types import ToolAnnotations
+        except ImportError as e:
+            raise ImportError(
+                f"the ragstore MCP server needs the 'mcp' extra ({e.name} is missing): pip install 'ragstore[mcp]'"
+            ) from None
+    return Server, ToolError, ToolAnnotations
+
+
+def _hit(h: Any) -> dict[str, Any]:
+    d = h.to_dict()
+    d["meta"] = _plain(d["meta"])
+    return d
+
+
+def _plain(o: Any) -> Any:
+    """JSON-safe: meta written by the library may hold bytes."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return bytes(o).hex()
+    return o
+
+
+def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore") -> Any:
+    """The MCP server object (not started) exposing ``store`` as tools."""
+    Server, ToolError, ToolAnnotations = _sdk()
+    server = Server(name, instructions=INSTRUCTIONS)
+    readonly = readonly or store.readonly
+
+    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RagstoreError as e:  # the model's mistake to read and correct
+            raise ToolError(f"{type(e).__name__}: {e}") from None
+
+    @server.tool(
+        description="Search the store: the k passages most similar to `query` (best first), each with its "
+        "continuation, document id, source, position and score. `sources` limits the search to these "
+        "sources; `exclude_docs` leaves these documents out.",
+        annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+    )
+    def search(
+        query: str, k: int = 5, sources: list[str] | None = None, exclude_docs: list[str] | None = None
+    ) -> dict[str, Any]:
+        hits = call(store.query, query, k, sources=sources, exclude_docs=exclude_docs)
+        return {"hits": [_hit(h) for h in hits]}
+
+    @server.tool(
+        description="A whole stored document by id: its text, source and metadata.",
+        annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+    )
+    def get_document(doc_id: str) -> dict[str, Any]:
+        d = call(store.get, doc_id)
+        return {"id": d.id, "source": d.source, "meta": _plain(d.meta), "text": d.text,
+                "n_chunks": d.n_chunks, "n_tokens": d.n_tokens}
+
+    @server.tool(
+        description="Counts and sizes of the store: documents, chunks, tokens, chunks per source.",
+        annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+    )
+    def stats() -> dict[str, Any]:
+        return call(store.stats).to_dict()
+
+    if not readonly:
+
+        @server.tool(
+            description="Add a document: it is cut into chunks, embedded and stored. An existing `doc_id` is "
+            "an error unless `replace` is true. `meta` is a JSON object kept with the document.",
+            annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True,
+                                        openWorldHint=False),
+        )
+        def add_document(
+            doc_id: str, text: str, source: str | None = None, meta: dict[str, Any] | None = None,
+            replace: bool = False,
+        ) -> dict[str, Any]:
+            r = call(store.add, doc_id, text, source=source, meta=meta, replace=replace)
+            return {"doc_id": r.doc_id, "status": r.status, "n_chunks": r.n_chunks}
+
+        @server.tool(
+            description="Delete a document, its chunks and vectors, by id.",
+            annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
+                                        openWorldHint=False),
+        )
+        def delete_document(doc_id: str) -> dict[str, Any]:
+            return {"doc_id": doc_id, "chunks_removed": call(store.delete, doc_id)}
+
+    return server
+
+
+def run_stdio(
+    path: str,
+    *,
+    readonly: bool = False,
+    embedder: Any = None,
+    lock_timeout: float = 10.0,
+) -> None:
+    """Open the store at ``path`` and serve it over stdio until the client hangs up."""
+    # stdout carries the protocol: anything else goes to stderr
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    Server, _, _ = _sdk()  # a missing extra is reported before the store is opened
+    store = Store(path, create=False, readonly=readonly, embedder=load_embedder(embedder), lock_timeout=lock_timeout)
+    try:
+        _ = store.embedder  # load the model before the first request
+        build_server(store, readonly=readonly).run("stdio")
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ragstore.mcp_server STORE [--read-only] [--embedder SPEC]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ragstore.mcp_server", description="Serve a store as MCP tools over stdio.")
+    p.add_argument("store")
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--embedder", default=None)
+    p.add_argument("--lock-timeout", type=float, default=10.0)
+    a = p.parse_args(argv)
+    try:
+        run_stdio(a.store, readonly=a.read_only, embedder=a.embedder, lock_timeout=a.lock_timeout)
+    except (RagstoreError, ImportError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
