@@ -63,6 +63,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "usearch": usearch.__version__,
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -128,7 +129,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--chunks", type=int, default=100_000, help="store size in chunks (default 100000)")
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=2048, help="input length in the store's tokens")
-    ap.add_argument("--repeats", type=int, default=20, help="timed calls (each on a different input)")
+    ap.add_argument("--repeats", type=int, default=40, help="timed calls (each on a different input)")
     ap.add_argument("--embedder", default="hash", help="'hash' (tests' HashEmbedder) or a ragstore spec, e.g. minilm")
     ap.add_argument("--store", default=None, help="store folder (default .cache/bench/retro-<embedder>-<chunks>)")
     ap.add_argument("--rebuild", action="store_true")
@@ -142,7 +143,10 @@ def main(argv=None) -> dict:
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:]))
     print(f"command: {command}")
     mach = machine()
-    print(f"machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, {mach['platform']}")
+    print(
+        f"machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, {mach['platform']}, "
+        f"load average {mach['load_average_1m']} at start"
+    )
 
     if args.rebuild and path.exists():
         import shutil
@@ -167,26 +171,26 @@ def main(argv=None) -> dict:
         f"metric {store.config.metric}"
     )
 
-    texts = inputs(store, args.tokens, args.repeats + 3)
-    if len(texts) < args.repeats + 3:
+    texts = inputs(store, args.tokens, 2 * args.repeats + 3)
+    if len(texts) < 2 * args.repeats + 3:
         raise SystemExit("WikiText-2 valid is too short for that many inputs")
     for t in texts[:3]:  # warm-up: page cache, index pages, tokenizer
         retro.retrieve_sequence(store, t, k=args.k)
-    runs = texts[3:]
+    runs = texts[3 : 3 + args.repeats]
+    part_runs = texts[3 + args.repeats :]  # other inputs: nothing cached from the whole calls
 
+    # whole calls, and their parts measured on other inputs, interleaved so that load
+    # from other processes hits both alike
     total, n_chunks = [], []
-    for t in runs:
+    split_s, embed_s, search_s = [], [], []
+    for t, tp in zip(runs, part_runs):
         t0 = time.perf_counter()
         res = retro.retrieve_sequence(store, t, k=args.k)
         total.append(time.perf_counter() - t0)
         n_chunks.append(len(res))
         assert all(len(n) == args.k for n in res.neighbours)
-
-    # the parts, measured separately on the same inputs
-    split_s, embed_s, search_s = [], [], []
-    for t in runs:
         t0 = time.perf_counter()
-        chunks = retro.split_sequence(store, t)
+        chunks = retro.split_sequence(store, tp)
         t1 = time.perf_counter()
         vecs = store.embed([c.text for c in chunks])
         t2 = time.perf_counter()
@@ -215,6 +219,7 @@ def main(argv=None) -> dict:
             print(f"(minilm query-embedding cost not measured: {e})")
 
     store.close()
+    mach["load_average_1m_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     ms = lambda xs: round(1000 * statistics.median(xs), 2)  # noqa: E731
     result = {
         "benchmark": "retrieve_sequence",

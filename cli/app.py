@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.text import Text
 
 import ragstore
-from ragstore.errors import InvalidInputError, RagstoreError
-from ragstore.types import Doc, IngestProgress, IngestSummary
+from ragstore.errors import RagstoreError
+from ragstore.types import IngestProgress, IngestSummary
 
 from .readers import InputError, Malformed, Reader
 
@@ -146,70 +146,6 @@ class _Stop(Exception):
     """Raised inside the reader to end the input at a malformed line (--on-error stop)."""
 
 
-class _Feed:
-    """The document iterator handed to ``add_many``.
-
-    A plain iterator (no ``close``) so that an exception leaving ``add_many``
-    does not end it: ingestion can go on with the remaining documents.
-    """
-
-    def __init__(self, reader: Reader, on_read: Callable[[int], None]) -> None:
-        self._it = iter(reader)
-        self._on_read = on_read
-        self.read = 0  # documents read in all
-        self.in_call = 0  # documents handed to the current add_many call
-        self.since_commit: list[str] = []  # ids handed over since the last committed batch
-        self.last: Doc | None = None
-        self.stopped = False
-
-    def __iter__(self) -> "_Feed":
-        return self
-
-    def __next__(self) -> Doc:
-        if self.stopped:
-            raise StopIteration
-        try:
-            doc = next(self._it)
-        except _Stop:
-            self.stopped = True
-            raise StopIteration from None
-        self.read += 1
-        self.in_call += 1
-        self.last = doc
-        self.since_commit.append(doc.id)
-        self._on_read(self.read)
-        return doc
-
-
-class _Totals:
-    def __init__(self) -> None:
-        self.documents = self.added = self.replaced = self.unchanged = self.chunks = self.tokens = 0
-
-    def add_summary(self, s: IngestSummary) -> None:
-        self.documents += s.documents
-        self.added += s.added
-        self.replaced += s.replaced
-        self.unchanged += s.unchanged
-        self.chunks += s.chunks
-        self.tokens += s.tokens
-
-    def add_progress(self, p: IngestProgress | None, extra_unchanged: int = 0) -> None:
-        if p is not None:
-            self.documents += p.documents
-            self.added += p.added
-            self.replaced += p.replaced
-            self.unchanged += p.unchanged
-            self.chunks += p.chunks
-        self.documents += extra_unchanged
-        self.unchanged += extra_unchanged
-
-    def summary(self, seconds: float) -> IngestSummary:
-        return IngestSummary(
-            documents=self.documents, added=self.added, replaced=self.replaced,
-            unchanged=self.unchanged, chunks=self.chunks, tokens=self.tokens, seconds=seconds,
-        )
-
-
 class _ProgressView:
     """A rich progress bar on stderr, or nothing when stderr is not a terminal."""
 
@@ -320,71 +256,64 @@ def ingest(
             raise _Stop()
 
     reader = Reader(paths, default_source=source, on_malformed=on_malformed)  # checks paths first
-    totals = _Totals()
-    state: dict[str, Any] = {"progress": None}
+    state: dict[str, Any] = {"progress": None, "read": 0}
     t0 = time.perf_counter()
     progress_view = _ProgressView(reader.bytes_total)
 
     def committed_chunks() -> int:
         p = state["progress"]
-        return totals.chunks + (p.chunks if p is not None else 0)
+        return p.chunks if p is not None else 0
 
-    def on_read(n: int) -> None:
-        progress_view.update(docs=n, chunks=committed_chunks(), bytes_done=reader.bytes_done)
-
-    feed = _Feed(reader, on_read)
+    def docs_in():
+        try:
+            for doc in reader:
+                state["read"] += 1
+                progress_view.update(docs=state["read"], chunks=committed_chunks(), bytes_done=reader.bytes_done)
+                yield doc
+        except _Stop:
+            state["stopped"] = True
 
     def on_progress(p: IngestProgress) -> None:
         state["progress"] = p
-        feed.since_commit.clear()
-        progress_view.update(docs=feed.read, chunks=committed_chunks(), bytes_done=reader.bytes_done, force=True)
+        progress_view.update(docs=state["read"], chunks=p.chunks, bytes_done=reader.bytes_done, force=True)
+
+    def on_invalid(_index: int, doc_id: str | None, error: Exception) -> None:
+        # The reader checked the line's shape; the library found the document itself bad.
+        origin = reader.origins.pop(doc_id, "?") if doc_id is not None else "?"
+        reader.malformed += 1
+        on_malformed(Malformed(origin, str(error)))
 
     stopped_on_error = False
     with ragstore.open(store, create=True, embedder=embedder, chunk_tokens=chunk_tokens) as st:
         try:
             with progress_view:
-                while True:
-                    state["progress"] = None
-                    feed.in_call = 0
-                    feed.since_commit.clear()
-                    try:
-                        s = st.add_many(feed, replace=True, batch_size=batch, on_progress=on_progress)
-                    except InvalidInputError as e:
-                        # add_many commits the documents before a bad one, then raises:
-                        # the bad one is the last handed over. Anything else is not a
-                        # document's fault (e.g. the embedder's output): report it as is.
-                        bad = feed.last
-                        if bad is None or any(i not in st for i in feed.since_commit if i != bad.id):
-                            raise
-                        p = state["progress"]
-                        done = p.documents if p is not None else 0
-                        totals.add_progress(p, extra_unchanged=max(0, feed.in_call - 1 - done))
-                        state["progress"] = None
-                        origin = reader.origins.pop(bad.id)
-                        reader.malformed += 1
-                        try:
-                            on_malformed(Malformed(origin, str(e)))
-                        except _Stop:
-                            stopped_on_error = True
-                            break
-                        continue
-                    totals.add_summary(s)
-                    state["progress"] = None
-                    break
-                progress_view.update(docs=feed.read, chunks=totals.chunks, bytes_done=reader.bytes_done, force=True)
+                try:
+                    summary = st.add_many(
+                        docs_in(), replace=True, batch_size=batch, on_progress=on_progress, on_invalid=on_invalid
+                    )
+                except _Stop:
+                    stopped_on_error = True
+                    p = state["progress"]
+                    summary = IngestSummary(
+                        documents=p.documents if p else 0, added=p.added if p else 0,
+                        replaced=p.replaced if p else 0, unchanged=p.unchanged if p else 0,
+                        chunks=p.chunks if p else 0, tokens=p.tokens if p else 0,
+                        seconds=time.perf_counter() - t0, skipped=p.skipped if p else 0,
+                    )
+                progress_view.update(docs=state["read"], chunks=summary.chunks, bytes_done=reader.bytes_done, force=True)
         except KeyboardInterrupt:
-            totals.add_progress(state["progress"])
+            p = state["progress"]
+            docs_done, chunks_done = (p.documents, p.chunks) if p is not None else (0, 0)
             _stderr().print(
                 Text("interrupted: ", style="bold yellow")
                 + Text(
-                    f"at least {totals.documents} documents ({totals.chunks} chunks) were committed to "
+                    f"at least {docs_done} documents ({chunks_done} chunks) were committed to "
                     f"{st.path} before the interrupt and are kept; run the same command again to resume "
                     "(documents already stored unchanged are skipped)."
                 )
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
-    stopped_on_error = stopped_on_error or feed.stopped
-    summary = totals.summary(time.perf_counter() - t0)
+    stopped_on_error = stopped_on_error or state.get("stopped", False)
     typer.echo(str(summary))
     if stopped_on_error:
         _error(

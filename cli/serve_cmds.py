@@ -86,6 +86,9 @@ def serve(
         10.0, "--lock-timeout", min=0.0,
         help="Seconds a write waits for another process's writer lock before answering 423.",
     ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Reads served at once by each process (default: the number of CPUs)."
+    ),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", min=0.001, help="Largest request body, in MB (413 over it)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
@@ -99,7 +102,7 @@ def serve(
     run_server(
         str(store), host=host, port=port, workers=workers, readonly=read_only, token=token or None,
         embedder=embedder, lock_timeout=lock_timeout, max_body_bytes=int(max_body_mb * 1_000_000),
-        log_level=log_level.lower(), access_log=access_log,
+        log_level=log_level.lower(), access_log=access_log, threads=threads,
     )
 
 

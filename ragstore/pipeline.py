@@ -609,6 +609,11 @@ def plot_scaling(result: ScalingResult, path: str, *, title: str | None = None) 
         hi = [max(r) for r in result.per_seed]
         ax.fill_between(xs, lo, hi, alpha=0.2)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:,.0f}" if result.store_chunks else f"{x:g}" for x in xs])
     ax.set_xlabel("datastore size (chunks kept)" if result.store_chunks else "subsampling rate p")
     ax.set_ylabel(f"answer recall@{result.k}")
     ax.set_ylim(0, 1)

@@ -18,7 +18,6 @@ answered with a generic 500, never the traceback.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -32,12 +31,13 @@ import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 try:
     from fastapi import FastAPI, HTTPException, Path, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
+    from starlette.responses import JSONResponse as _StarletteJSONResponse
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,10 +47,11 @@ except ImportError as e:  # pragma: no cover - exercised without the extra
         "pip install 'ragstore[server]'"
     ) from e
 
+import anyio
+import anyio.to_thread
 import numpy as np
 
 from . import __version__
-from . import embed as _embed
 from .errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -111,8 +112,8 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(_StarletteJSONResponse):
+    """Compact UTF-8 JSON; bytes in meta as hex; never NaN."""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(
@@ -133,49 +134,54 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-Vector = list[float]
+Vector = Annotated[list[float], Field(min_length=1)]
 Meta = dict[str, Any]
+# what the engine refuses, said in the schema where JSON Schema can say it
+Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
+DocId = Annotated[str, Field(min_length=1, max_length=480, description="Document id (at most 480 UTF-8 bytes).")]
+Source = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class QueryRequest(_In):
-    query: str | Vector = Field(description="A text (embedded by the store's embedder) or a vector of the store's dimension.")
+    query: Text | Vector = Field(description="A text (embedded by the store's embedder) or a vector of the store's dimension.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of neighbours.")
-    sources: list[str] | None = Field(None, description="Search only these sources (unknown names match nothing).")
-    exclude_docs: list[str] | None = Field(None, description="Never return chunks of these documents.")
+    sources: list[Source] | None = Field(None, description="Search only these sources (unknown names match nothing).")
+    exclude_docs: list[DocId] | None = Field(None, description="Never return chunks of these documents.")
     rerank: bool | None = Field(None, description="Re-score candidates with the exact vectors (default: on for quantized indexes).")
     exact: bool = Field(False, description="Brute force over every stored vector (slow; ground truth).")
 
 
 class BatchQueryRequest(_In):
-    queries: list[str] | list[Vector] = Field(
-        min_length=1, max_length=MAX_BATCH, description="Texts, or vectors of the store's dimension (not a mix)."
-    )
+    queries: (
+        Annotated[list[Text], Field(min_length=1, max_length=MAX_BATCH)]
+        | Annotated[list[Vector], Field(min_length=1, max_length=MAX_BATCH)]
+    ) = Field(description="Texts, or vectors of the store's dimension (not a mix).")
     k: int = Field(10, ge=1, le=MAX_K)
-    sources: list[str] | None = None
-    exclude_docs: list[str] | None = None
+    sources: list[Source] | None = None
+    exclude_docs: list[DocId] | None = None
     rerank: bool | None = None
     exact: bool = False
 
 
 class RetrieveRequest(_In):
-    text: str = Field(description="The sequence; cut into chunks by the store's own chunker.")
+    text: Text = Field(description="The sequence; cut into chunks by the store's own chunker.")
     k: int = Field(2, ge=1, le=MAX_K, description="Neighbours per chunk.")
-    sources: list[str] | None = None
-    exclude_docs: list[str] | None = Field(None, description="E.g. the document the sequence comes from.")
+    sources: list[Source] | None = None
+    exclude_docs: list[DocId] | None = Field(None, description="E.g. the document the sequence comes from.")
     rerank: bool | None = None
 
 
 class DocumentBody(_In):
-    text: str
-    source: str | None = None
+    text: Text
+    source: Source | None = None
     meta: Meta | None = None
-    vectors: list[Vector] | None = Field(
+    vectors: Annotated[list[Vector], Field(min_length=1)] | None = Field(
         None, description="Precomputed (n_chunks, dim) vectors for the chunks the store cuts the text into."
     )
 
 
 class DocumentIn(DocumentBody):
-    id: str = Field(description="Document id (at most 480 UTF-8 bytes).")
+    id: DocId
 
 
 class AddRequest(DocumentIn):
@@ -188,7 +194,7 @@ class BatchAddRequest(_In):
 
 
 class DeleteManyRequest(_In):
-    ids: list[str] = Field(min_length=1, max_length=MAX_DOCS)
+    ids: list[DocId] = Field(min_length=1, max_length=MAX_DOCS)
     missing_ok: bool = Field(False, description="Ignore missing ids instead of answering 404 (and deleting nothing).")
 
 
@@ -331,6 +337,10 @@ class _Backend:
         writer_uds: str | None,
     ) -> None:
         self._lock = threading.Lock()
+        # Writes run one at a time. The Store serializes them too, but its first
+        # write takes the writer lock outside its mutex: two threads writing
+        # first at once get StoreLockedError (see docs/server.md, "engine notes").
+        self.write_lock = threading.Lock()
         self.writer_uds = writer_uds
         if isinstance(store, Store):
             self._store: Store | None = store
@@ -345,6 +355,7 @@ class _Backend:
         self._embedder = embedder
         self._lock_timeout = lock_timeout
         self._client: Any = None
+        self.limiter: Any = None
 
     @property
     def refuses_writes(self) -> bool:
@@ -504,6 +515,7 @@ def create_app(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     writer_uds: str | None = None,
+    threads: int | None = None,
 ) -> FastAPI:
     """The ASGI app over ``store`` (a path, opened at startup, or an open Store).
 
@@ -513,11 +525,15 @@ def create_app(
     - ``token``: require ``Authorization: Bearer TOKEN`` except on /health.
     - ``lock_timeout``: seconds a write waits for another process's writer lock
       before answering 423.
+    - ``threads``: reads served at once (default: the number of CPUs).
     - ``writer_uds``: forward writes to the writer process listening on this
       Unix socket and open the store read-only (what :func:`serve` does for
       each worker when ``workers > 1``).
     """
     backend = _Backend(store, readonly=readonly, embedder=embedder, lock_timeout=lock_timeout, writer_uds=writer_uds)
+    threads = threads or os.cpu_count() or 1
+    if not isinstance(threads, int) or threads < 1:
+        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -565,13 +581,24 @@ def create_app(
     def s() -> Store:
         return backend.store()
 
+    async def read(fn: Any) -> Any:
+        """Run a read in a worker thread; at most ``threads`` at once (embedding
+        queries is CPU-bound: more threads than cores only queue in BLAS)."""
+        if backend.limiter is None:
+            backend.limiter = anyio.CapacityLimiter(threads)
+        return await anyio.to_thread.run_sync(fn, limiter=backend.limiter)
+
     async def write(request: Request, fn: Any, *args: Any) -> Any:
         """Run a write here, forward it to the writer process, or refuse it."""
         if backend.refuses_writes:
             raise ReadOnlyError(f"this server is read-only (--read-only): {request.method} {request.url.path} refused")
         if backend.writer_uds is not None:
             return await forward(request)
-        return await run_in_threadpool(fn, *args)
+        def serialized() -> Any:
+            with backend.write_lock:
+                return fn(*args)
+
+        return await run_in_threadpool(serialized)
 
     async def forward(request: Request) -> Response:
         import httpx
@@ -599,39 +626,47 @@ def create_app(
         return JSONResponse({"status": "ok", "version": __version__, "readonly": backend.refuses_writes})
 
     @app.get("/stats", response_model=StatsOut, tags=["service"], responses=_errors(*_READ), summary="Counts and sizes")
-    def stats() -> JSONResponse:
-        return JSONResponse(s().stats().to_dict())
+    async def stats() -> JSONResponse:
+        return JSONResponse(await read(lambda: s().stats().to_dict()))
 
     @app.get("/config", response_model=ConfigOut, tags=["service"], responses=_errors(*_READ),
              summary="The store's fixed configuration (embedder, dimension, chunk size, metric ...)")
-    def config() -> JSONResponse:
-        return JSONResponse(s().config.to_dict())
+    async def config() -> JSONResponse:
+        return JSONResponse(await read(lambda: s().config.to_dict()))
 
     @app.post("/query", response_model=QueryResponse, tags=["retrieval"], responses=_errors(*_READ),
               summary="The k nearest chunks to a text or a vector, with continuations")
-    def query(req: QueryRequest) -> JSONResponse:
-        q = req.query if isinstance(req.query, str) else _vectors([req.query], "query vector")[0]
-        hits = s().query(q, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank, exact=req.exact)
-        return JSONResponse({"hits": _hits(hits)})
+    async def query(req: QueryRequest) -> JSONResponse:
+        def run() -> dict:
+            q = req.query if isinstance(req.query, str) else _vectors([req.query], "query vector")[0]
+            hits = s().query(q, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank,
+                             exact=req.exact)
+            return {"hits": _hits(hits)}
+
+        return JSONResponse(await read(run))
 
     @app.post("/query/batch", response_model=BatchQueryResponse, tags=["retrieval"], responses=_errors(*_READ),
               summary="Several queries at once (all texts or all vectors)")
-    def query_batch(req: BatchQueryRequest) -> JSONResponse:
-        qs: Any = req.queries
-        if not isinstance(qs[0], str):
-            qs = _vectors(qs, "query vectors")
-        res = s().query_many(qs, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank, exact=req.exact)
-        return JSONResponse({"results": [_hits(h) for h in res]})
+    async def query_batch(req: BatchQueryRequest) -> JSONResponse:
+        def run() -> dict:
+            qs: Any = req.queries
+            if not isinstance(qs[0], str):
+                qs = _vectors(qs, "query vectors")
+            res = s().query_many(qs, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank,
+                                 exact=req.exact)
+            return {"results": [_hits(h) for h in res]}
+
+        return JSONResponse(await read(run))
 
     @app.post("/retrieve", response_model=RetrieveResponse, tags=["retrieval"], responses=_errors(*_READ),
               summary="RETRO: cut a sequence into the store's chunks, k neighbours (with continuations) per chunk")
-    def retrieve(req: RetrieveRequest) -> JSONResponse:
-        return JSONResponse({"chunks": _retrieve_sequence(s(), req)})
+    async def retrieve(req: RetrieveRequest) -> JSONResponse:
+        return JSONResponse({"chunks": await read(lambda: _retrieve_sequence(s(), req))})
 
     @app.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"],
              responses=_errors(404, *_READ), summary="A stored document, its text rebuilt exactly")
-    def get_document(doc_id: str = Path(description="Document id (percent-encode '/', '?', '#' ...).")) -> JSONResponse:
-        d = s().get(doc_id)
+    async def get_document(doc_id: str = Path(description="Document id (percent-encode '/', '?', '#' ...).")) -> JSONResponse:
+        d = await read(lambda: s().get(doc_id))
         return JSONResponse({
             "id": d.id, "source": d.source, "meta": d.meta, "text": d.text, "n_chunks": d.n_chunks,
             "n_tokens": d.n_tokens, "content_hash": d.content_hash, "first_chunk_id": d.first_chunk_id,
@@ -639,8 +674,8 @@ def create_app(
 
     @app.get("/chunks/{chunk_id}", response_model=HitOut, tags=["documents"], responses=_errors(404, *_READ),
              summary="One chunk with its continuation (score 0)")
-    def get_chunk(chunk_id: int = Path(ge=0, le=2**63 - 1)) -> JSONResponse:
-        return JSONResponse(s().get_chunk(chunk_id).to_dict())
+    async def get_chunk(chunk_id: int = Path(ge=0, le=2**63 - 1)) -> JSONResponse:
+        return JSONResponse(await read(lambda: s().get_chunk(chunk_id).to_dict()))
 
     # ----------------------------------------------------------------- writes
     @app.post("/documents", response_model=AddResultOut, status_code=201, tags=["documents"],
@@ -695,10 +730,9 @@ def create_app(
 
 
 def _retrieve_sequence(store: Store, req: RetrieveRequest) -> list[dict[str, Any]]:
-    """RETRO retrieval for a whole sequence: its chunks, each with k neighbours."""
-    retro = _retro_module()
-    if retro is not None:
-        return retro(store, req)
+    """RETRO retrieval for a whole sequence: its chunks, each with k neighbours.
+
+    (ragstore.retro.retrieve_sequence, being written, can replace this body.)"""
     chunks = store.chunk(req.text)
     results = store.query_many(
         [c.text for c in chunks], req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank
@@ -708,10 +742,6 @@ def _retrieve_sequence(store: Store, req: RetrieveRequest) -> list[dict[str, Any
          "neighbours": _hits(hits)}
         for c, hits in zip(chunks, results)
     ]
-
-
-def _retro_module() -> Any:
-    return None  # ragstore.retro.retrieve_sequence does not exist yet; see docs/server.md
 
 
 def openapi_schema() -> dict[str, Any]:
@@ -731,6 +761,7 @@ def app_from_env() -> FastAPI:
         lock_timeout=cfg["lock_timeout"],
         max_body_bytes=cfg["max_body_bytes"],
         writer_uds=cfg.get("writer_uds"),
+        threads=cfg.get("threads"),
     )
 
 
@@ -793,6 +824,7 @@ def serve(
     log_level: str = "info",
     access_log: bool = True,
     uds: str | None = None,
+    threads: int | None = None,
 ) -> None:
     """Serve ``store`` over HTTP until interrupted (SIGINT / SIGTERM).
 
@@ -818,7 +850,8 @@ def serve(
         )
         try:
             _ = st.embedder
-            app = create_app(st, readonly=readonly, token=token, lock_timeout=lock_timeout, max_body_bytes=max_body_bytes)
+            app = create_app(st, readonly=readonly, token=token, lock_timeout=lock_timeout,
+                             max_body_bytes=max_body_bytes, threads=threads)
             uvicorn.run(app, log_level=log_level, access_log=access_log, **where)
         finally:
             if st is not store:
@@ -834,7 +867,7 @@ def serve(
         _ = st.embedder  # fail here, once, rather than in every worker
     cfg: dict[str, Any] = {
         "store": path, "readonly": readonly, "token": token, "embedder": embedder,
-        "lock_timeout": lock_timeout, "max_body_bytes": max_body_bytes, "writer_uds": None,
+        "lock_timeout": lock_timeout, "max_body_bytes": max_body_bytes, "writer_uds": None, "threads": threads,
     }
     sockdir = tempfile.mkdtemp(prefix="ragstore-writer-")  # 0700: only this user reaches the writer
     writer: subprocess.Popen | None = None
@@ -843,11 +876,11 @@ def serve(
             cfg["writer_uds"] = os.path.join(sockdir, "writer.sock")
             cmd = [sys.executable, "-m", "ragstore.server", path, "--uds", cfg["writer_uds"], "--writer",
                    "--lock-timeout", str(lock_timeout), "--max-body-mb", str(max_body_bytes / 1e6),
-                   "--log-level", log_level, "--no-access-log"]
+                   "--log-level", log_level, "--no-access-log"] + (["--threads", str(threads)] if threads else [])
             if embedder:
                 cmd += ["--embedder", embedder]
             writer = subprocess.Popen(cmd)
-            _wait_for_writer(writer, cfg["writer_uds"], timeout=120.0)
+            _wait_for_writer(writer, cfg["writer_uds"], timeout=600.0)  # it loads the index
         os.environ[ENV_CONFIG] = json.dumps(cfg)
         uvicorn.run("ragstore.server:app_from_env", factory=True, workers=workers, log_level=log_level,
                     access_log=access_log, **where)
@@ -880,6 +913,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embedder", default=None)
     p.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT)
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY / 1e6)
+    p.add_argument("--threads", type=int, default=None, help="reads served at once per process (default: CPUs)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
     p.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
@@ -895,7 +929,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(a.store, host=a.host, port=a.port, workers=a.workers, readonly=a.read_only, token=a.token,
               embedder=a.embedder, lock_timeout=a.lock_timeout, max_body_bytes=int(a.max_body_mb * 1e6),
-              log_level=a.log_level, access_log=not a.no_access_log, uds=a.uds)
+              log_level=a.log_level, access_log=not a.no_access_log, uds=a.uds, threads=a.threads)
     except RagstoreError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(1)

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -67,9 +68,22 @@ DEFAULTS = dict(
 MAX_DOC_ID_BYTES = 480  # LMDB keys are limited to 511 bytes
 
 
+def _canonical(obj: Any) -> Any:
+    """Meta with dict keys sorted, so equal dicts hash equal whatever their order."""
+    if isinstance(obj, Mapping):
+        return [[k, _canonical(obj[k])] for k in sorted(obj)]
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(x) for x in obj]
+    return obj
+
+
 def open(path: "str | os.PathLike[str]", **kwargs: Any) -> "Store":  # noqa: A001 - mirrors lmdb.open
     """Open (or create) the store at ``path``. See :class:`Store` for options."""
     return Store(path, **kwargs)
+
+
+class _NoFlush(Exception):
+    """Marker for failures after which pending documents must not be committed."""
 
 
 class _Prepared:
@@ -155,8 +169,8 @@ class Store:
         if not exists:
             if readonly or not create:
                 raise NotFoundError(
-                    f"no ragstore store at {self.path}; create one with ragstore.open(path) "
-                    "or `ragstore ingest STORE FILES`"
+                    f"no ragstore store at {self.path}: check the path, or create the store first "
+                    "(`ragstore ingest STORE FILES`, or ragstore.open(path) with create=True)"
                 )
             if os.path.isfile(self.path):
                 raise InvalidInputError(f"{self.path} is a file; a store is a folder: choose another path")
@@ -242,8 +256,11 @@ class Store:
             raise InvalidInputError(
                 f"index_dtype must be one of {', '.join(INDEX_DTYPES)}, got {opts['index_dtype']!r}"
             )
-        if opts["index_dtype"] == "i8" and opts["metric"] == "l2sq":
-            raise InvalidInputError("index_dtype='i8' needs metric 'cos' or 'ip' (unit-scale vectors)")
+        if opts["index_dtype"] == "i8" and opts["metric"] != "cos":
+            raise InvalidInputError(
+                "index_dtype='i8' needs metric='cos' (usearch scales int8 for unit vectors); "
+                "use index_dtype='f16' with this metric"
+            )
         if opts["vector_dtype"] not in VECTOR_DTYPES:
             raise InvalidInputError(f"vector_dtype must be 'f32' or 'f16', got {opts['vector_dtype']!r}")
         if not isinstance(opts["connectivity"], int) or not 2 <= opts["connectivity"] <= 256:
@@ -358,6 +375,8 @@ class Store:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._writer_fd = fd
+        # only a writer makes it: a leftover is from a compaction that was killed
+        shutil.rmtree(os.path.join(self.path, "compact.tmp"), ignore_errors=True)
         if getattr(self, "_index", None) is not None:
             with self._mutex, self._rec.read() as txn:
                 self._catch_up(txn)  # another writer may have committed since our last look
@@ -571,7 +590,7 @@ class Store:
         h = hashlib.blake2b(digest_size=16)
         h.update(text.encode("utf-8"))
         h.update(b"\x00" + source.encode() + b"\x00")
-        h.update(msgpack.packb(meta, use_bin_type=True))
+        h.update(msgpack.packb(_canonical(meta), use_bin_type=True))
         return h.hexdigest()
 
     # ------------------------------------------------------------------ writes
@@ -595,7 +614,7 @@ class Store:
         An existing ``doc_id`` raises :class:`AlreadyExistsError` unless
         ``replace=True``; replacing with the same content does nothing.
         """
-        summary, results = self._ingest([Doc(doc_id, text, source, meta, vectors)], replace=replace)
+        summary, results = self._ingest([Doc(doc_id, text, source, meta, vectors)], replace=replace, collect=True)
         return results[0]
 
     def update(self, doc_id: str, text: str, **kwargs: Any) -> AddResult:
@@ -612,16 +631,24 @@ class Store:
         replace: bool = False,
         batch_size: int = 256,
         on_progress: Any = None,
+        on_invalid: Any = None,
     ) -> IngestSummary:
         """Add many documents, committing every ``batch_size`` chunks.
 
         Each batch is durable before the next starts, so an interrupted call
-        keeps every batch it committed. A bad document raises after the
-        documents before it are committed. With ``replace=True``, unchanged
-        documents are skipped and changed ones replaced: re-running an
-        ingest resumes it.
+        keeps every batch it committed. With ``replace=True``, unchanged
+        documents are skipped and changed ones replaced: re-running an ingest
+        resumes it.
+
+        A bad document (:class:`InvalidInputError`) raises after the documents
+        before it are committed, unless ``on_invalid(index, doc_id, error)`` is
+        given: then it is reported there and skipped (``doc_id`` is None when
+        the id itself is bad). ``on_progress(IngestProgress)`` is called after
+        each commit and every 1,000 documents skipped as unchanged or invalid.
         """
-        summary, _ = self._ingest(docs, replace=replace, batch_size=batch_size, on_progress=on_progress)
+        summary, _ = self._ingest(
+            docs, replace=replace, batch_size=batch_size, on_progress=on_progress, on_invalid=on_invalid
+        )
         return summary
 
     def _coerce_doc(self, d: Any, i: int) -> Doc:
@@ -635,18 +662,27 @@ class Store:
             return Doc(d[0], d[1])
         raise InvalidInputError(f"document #{i} must be a ragstore.Doc, a mapping or an (id, text) pair")
 
-    def _ingest(self, docs, *, replace: bool, batch_size: int = 256, on_progress=None):
+    def _ingest(self, docs, *, replace: bool, batch_size: int = 256, on_progress=None, on_invalid=None, collect=False):
         self._check_writable()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         t0 = time.perf_counter()
-        counts = {"added": 0, "replaced": 0, "unchanged": 0, "chunks": 0, "tokens": 0, "docs": 0}
+        counts = dict.fromkeys(("added", "replaced", "unchanged", "skipped", "chunks", "tokens"), 0)
         results: list[AddResult] = []
         pending: list[_Prepared] = []
         pending_ids: set[str] = set()
+        pending_chunks = 0
+        quiet = 0  # documents since the last progress report
         chunker = self.chunker
 
+        def report() -> None:
+            nonlocal quiet
+            quiet = 0
+            if on_progress is not None:
+                on_progress(self._progress(counts, t0))
+
         def flush() -> None:
+            nonlocal pending_chunks
             if not pending:
                 return
             self._commit(pending)
@@ -656,58 +692,77 @@ class Store:
                 counts["tokens"] += p.chunked.n_tokens
             pending.clear()
             pending_ids.clear()
-            if on_progress is not None:
-                on_progress(self._progress(counts, t0))
+            pending_chunks = 0
+            report()
+
+        def prepare(i: int, raw: Any) -> _Prepared | None:
+            d = self._coerce_doc(raw, i)
+            doc_id = self._check_doc_id(d.id)
+            text = check_text(d.text, f"text of document {doc_id!r}")
+            source = self._check_source(d.source)
+            meta = self._check_meta(d.meta)
+            h = self._content_hash(text, source, meta)
+            if doc_id in pending_ids:
+                flush()  # the same id twice in one call: the later one wins
+            with self._rec.read() as txn:
+                old = self._rec.get_doc(txn, doc_id)
+            if old is not None:
+                if not replace:
+                    raise AlreadyExistsError(
+                        f"document {doc_id!r} already exists in {self.path}; pass replace=True to "
+                        "overwrite it (or `ragstore ingest`, which replaces changed documents)"
+                    )
+                if old["h"] == h and d.vectors is None:
+                    counts["unchanged"] += 1
+                    if collect:
+                        results.append(AddResult(doc_id, "unchanged", old["n"]))
+                    return None
+            if d.vectors is None and self.config.embedder.startswith("precomputed"):
+                raise InvalidInputError(
+                    f"document {doc_id!r} has no vectors, and this store has no embedder to make them: "
+                    "pass vectors= (one row per chunk of Store.chunk(text))"
+                )
+            chunked = chunker.chunk_many([text])[0]
+            vecs = None if d.vectors is None else self._check_vectors(d.vectors, len(chunked.chunks))
+            return _Prepared(doc_id, source, meta, h, chunked, vecs, "added" if old is None else "replaced")
 
         with self._mutex:
             try:
                 for i, raw in enumerate(docs):
-                    d = self._coerce_doc(raw, i)
-                    doc_id = self._check_doc_id(d.id)
-                    text = check_text(d.text, f"text of document {doc_id!r}")
-                    source = self._check_source(d.source)
-                    meta = self._check_meta(d.meta)
-                    h = self._content_hash(text, source, meta)
-                    if doc_id in pending_ids:
-                        flush()
-                    with self._rec.read() as txn:
-                        old = self._rec.get_doc(txn, doc_id)
-                    counts["docs"] += 1
-                    if old is not None:
-                        if not replace:
-                            raise AlreadyExistsError(
-                                f"document {doc_id!r} already exists in {self.path}; pass replace=True to "
-                                "overwrite it (or `ragstore ingest`, which replaces changed documents)"
-                            )
-                        if old["h"] == h and d.vectors is None:
-                            counts["unchanged"] += 1
-                            results.append(AddResult(doc_id, "unchanged", old["n"]))
-                            continue
-                    chunked = chunker.chunk_many([text])[0]
-                    vecs = None
-                    if d.vectors is not None:
-                        vecs = self._check_vectors(d.vectors, len(chunked.chunks))
-                    p = _Prepared(doc_id, source, meta, h, chunked, vecs, "added" if old is None else "replaced")
+                    try:
+                        p = prepare(i, raw)
+                    except InvalidInputError as e:
+                        if on_invalid is None:
+                            raise
+                        counts["skipped"] += 1
+                        doc_id = getattr(raw, "id", None) if not isinstance(raw, Mapping) else raw.get("id")
+                        on_invalid(i, doc_id if isinstance(doc_id, str) else None, e)
+                        p = None
+                    if p is None:
+                        quiet += 1
+                        if quiet >= 1000:
+                            report()
+                        continue
                     pending.append(p)
-                    pending_ids.add(doc_id)
-                    results.append(AddResult(doc_id, p.status, len(chunked.chunks)))
-                    if sum(len(q.chunked.chunks) for q in pending) >= batch_size:
+                    pending_ids.add(p.doc_id)
+                    pending_chunks += len(p.chunked.chunks)
+                    if collect:
+                        results.append(AddResult(p.doc_id, p.status, len(p.chunked.chunks)))
+                    if pending_chunks >= batch_size:
                         flush()
                 flush()
             except BaseException as e:
                 # A bad document: commit the good ones before it, as documented.
                 # An interrupt keeps only what was already committed.
-                if pending and isinstance(e, Exception):
-                    try:
-                        flush()
-                    except BaseException:
-                        pass
+                if pending and isinstance(e, Exception) and not isinstance(e, _NoFlush):
+                    flush()
                 raise
         summary = IngestSummary(
-            documents=counts["docs"],
+            documents=counts["added"] + counts["replaced"] + counts["unchanged"] + counts["skipped"],
             added=counts["added"],
             replaced=counts["replaced"],
             unchanged=counts["unchanged"],
+            skipped=counts["skipped"],
             chunks=counts["chunks"],
             tokens=counts["tokens"],
             seconds=time.perf_counter() - t0,
@@ -717,11 +772,13 @@ class Store:
     @staticmethod
     def _progress(counts: dict, t0: float) -> IngestProgress:
         return IngestProgress(
-            documents=counts["added"] + counts["replaced"] + counts["unchanged"],
+            documents=counts["added"] + counts["replaced"] + counts["unchanged"] + counts["skipped"],
             chunks=counts["chunks"],
+            tokens=counts["tokens"],
             added=counts["added"],
             replaced=counts["replaced"],
             unchanged=counts["unchanged"],
+            skipped=counts["skipped"],
             seconds=time.perf_counter() - t0,
         )
 
@@ -897,6 +954,8 @@ class Store:
     def get_chunk(self, chunk_id: int) -> Hit:
         """One chunk with its continuation (score 0)."""
         self._check_open()
+        if isinstance(chunk_id, bool) or not isinstance(chunk_id, (int, np.integer)) or not 0 <= chunk_id < 2**64:
+            raise NotFoundError(f"no chunk {chunk_id!r} in {self.path} (chunk ids are integers from 1)")
         with self._rec.read() as txn:
             hit = self._make_hit(txn, int(chunk_id), 0.0)
         if hit is None:
@@ -979,7 +1038,9 @@ class Store:
             raise InvalidInputError(f"oversample must be a positive integer, got {oversample!r}")
         if isinstance(sources, str):
             sources = [sources]
-        shard_names = None if sources is None else [self._check_source(s) for s in sources]
+        shard_names = None if sources is None else list(dict.fromkeys(self._check_source(s) for s in sources))
+        if isinstance(exclude_docs, str):
+            exclude_docs = [exclude_docs]
         excluded = frozenset(exclude_docs or ())
         Q = self._query_matrix(queries)
         if rerank is None:
@@ -1014,7 +1075,13 @@ class Store:
             ki, di = keys[i], dist[i]
             while True:
                 hits, accepted = self._resolve(txn, q, ki, di, k, excluded, rerank)
-                if accepted >= k or c >= available:
+                if accepted >= k:
+                    break
+                if c >= available:
+                    if len(hits) < k and (excluded or (ki != 0).sum() < available):
+                        # HNSW could not reach every vector (e.g. many exact duplicates):
+                        # a brute-force pass keeps the promise of k hits when k exist.
+                        hits = self._exact(txn, q, k, shard_names, excluded)
                     break
                 c = min(available, c * 4)
                 kk, dd = self._index.search(q[None, :], c, shard_names, max(expansion or 0, c))

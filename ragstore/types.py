@@ -125,11 +125,13 @@ class AddResult:
 class IngestProgress:
     """Passed to ``add_many(on_progress=...)`` after each committed batch."""
 
-    documents: int
+    documents: int  # handled so far: added + replaced + unchanged + skipped
     chunks: int
+    tokens: int
     added: int
     replaced: int
     unchanged: int
+    skipped: int
     seconds: float
 
 
@@ -142,6 +144,7 @@ class IngestSummary:
     chunks: int
     tokens: int
     seconds: float
+    skipped: int = 0  # invalid documents reported to on_invalid
 
     @property
     def chunks_per_second(self) -> float:
@@ -150,7 +153,9 @@ class IngestSummary:
     def __str__(self) -> str:
         return (
             f"{self.documents} documents ({self.added} added, {self.replaced} replaced, "
-            f"{self.unchanged} unchanged), {self.chunks} chunks in {self.seconds:.1f}s "
+            f"{self.unchanged} unchanged"
+            + (f", {self.skipped} skipped" if self.skipped else "")
+            + f"), {self.chunks} chunks in {self.seconds:.1f}s "
             f"({self.chunks_per_second:.0f} chunks/s)"
         )
 

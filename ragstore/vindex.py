@@ -10,6 +10,7 @@ its files) or the new one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import Iterable, Sequence
@@ -40,7 +41,8 @@ def _fsync_file(path: str) -> None:
 
 
 def _shard_file(source: str, seq: int, gen: int) -> str:
-    return f"s{source.encode().hex()}-{seq}-{gen}.usearch"
+    # a digest, not the name: sources can be long or hold any character; the manifest maps them
+    return f"s{hashlib.sha256(source.encode()).hexdigest()[:16]}-{seq}-{gen}.usearch"
 
 
 class VectorIndex:

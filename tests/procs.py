@@ -29,7 +29,7 @@ def doc_text(prefix: str, i: int, docs: list[dict]) -> str:
     return f"unique marker {prefix} {i} " + d["text"][: 400 + (i * 37) % 1500]
 
 
-def writer(path: str, prefix: str, n: int, delete_every: int, checkpoint_every: int) -> None:
+def writer(path: str, prefix: str, n: int, delete_every: int, checkpoint_every: int, compact_every: int) -> None:
     docs = wiki_docs(200)
     store = ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=32, checkpoint_every=checkpoint_every)
     i = 0
@@ -50,6 +50,8 @@ def writer(path: str, prefix: str, n: int, delete_every: int, checkpoint_every: 
                 print("DELETING", victim, flush=True)  # in flight: may or may not be gone after a kill
                 store.delete(victim)
                 print("DEL", victim, flush=True)
+        if compact_every and i % compact_every == 0:
+            store.compact()  # rewrites the LMDB file and rebuilds the index: kill it midway too
     store.close()
     print("DONE", flush=True)
 
@@ -84,13 +86,15 @@ if __name__ == "__main__":
     role = sys.argv[1]
     if role == "writer":
         args = sys.argv[2:]
-        opts = {"--delete-every": 0, "--checkpoint-every": 100_000}
+        opts = {"--delete-every": 0, "--checkpoint-every": 100_000, "--compact-every": 0}
         for k in list(opts):
             if k in args:
                 j = args.index(k)
                 opts[k] = int(args[j + 1])
                 del args[j : j + 2]
-        writer(args[0], args[1], int(args[2]), opts["--delete-every"], opts["--checkpoint-every"])
+        writer(
+            args[0], args[1], int(args[2]), opts["--delete-every"], opts["--checkpoint-every"], opts["--compact-every"]
+        )
     elif role == "reader":
         reader(sys.argv[2])
     elif role == "lock":

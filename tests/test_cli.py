@@ -44,7 +44,8 @@ N_WIKI = 30
 pytestmark = pytest.mark.skipif(not WIKI.exists(), reason=f"shared data not found at {DATA}")
 
 SUMMARY_RE = re.compile(
-    r"^(\d+) documents \((\d+) added, (\d+) replaced, (\d+) unchanged\), (\d+) chunks in [\d.]+s", re.M
+    r"^(\d+) documents \((\d+) added, (\d+) replaced, (\d+) unchanged(?:, (\d+) skipped)?\), (\d+) chunks in [\d.]+s",
+    re.M,
 )
 
 
@@ -74,7 +75,7 @@ def err(p: subprocess.CompletedProcess) -> str:
 def summary(text: str) -> dict[str, int]:
     m = SUMMARY_RE.search(text)
     assert m, f"no ingest summary in {text!r}"
-    return dict(zip(("documents", "added", "replaced", "unchanged", "chunks"), map(int, m.groups())))
+    return dict(zip(("documents", "added", "replaced", "unchanged", "skipped", "chunks"), (int(g or 0) for g in m.groups())))
 
 
 def stats_json(store: Path) -> dict:
@@ -238,7 +239,7 @@ def test_reingest_is_unchanged_and_stable(store, base, inputs):
     assert p.returncode == 0, err(p)
     s = summary(out(p))
     assert s == {"documents": inputs["n_docs"], "added": 0, "replaced": 0, "unchanged": inputs["n_docs"],
-                 "chunks": 0}
+                 "skipped": 0, "chunks": 0}
     after = stats_json(store)
     for key in ("documents", "chunks", "tokens", "sources", "index_vectors", "deleted_not_compacted"):
         assert after[key] == base["stats"][key], key
@@ -543,10 +544,14 @@ def test_runner_check_reports_problems(runner, hstore, monkeypatch):
 
 
 def test_runner_interrupt_message(runner, hstore, tmp_path, monkeypatch):
-    def add_many(self, docs, *, replace, batch_size, on_progress):
+    def add_many(self, docs, *, replace, batch_size, on_progress, on_invalid):
         it = iter(docs)
         next(it)
-        on_progress(ragstore.IngestProgress(documents=1, chunks=2, added=1, replaced=0, unchanged=0, seconds=0.1))
+        on_progress(
+            ragstore.IngestProgress(
+                documents=1, chunks=2, tokens=9, added=1, replaced=0, unchanged=0, skipped=0, seconds=0.1
+            )
+        )
         next(it)
         raise KeyboardInterrupt
 

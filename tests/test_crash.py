@@ -20,10 +20,10 @@ PROCS = str(Path(__file__).resolve().parent / "procs.py")
 ROUNDS = int(os.environ.get("RAGSTORE_CRASH_ROUNDS", "8"))
 
 
-def run_and_kill(path, prefix, delay, checkpoint_every):
+def run_and_kill(path, prefix, delay, checkpoint_every, compact_every=0):
     p = subprocess.Popen(
         [sys.executable, PROCS, "writer", str(path), prefix, "100000",
-         "--delete-every", "6", "--checkpoint-every", str(checkpoint_every)],
+         "--delete-every", "6", "--checkpoint-every", str(checkpoint_every), "--compact-every", str(compact_every)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
@@ -63,13 +63,17 @@ def verify(path, acked, deleted, prefix):
             assert doc_id not in s
 
 
-@pytest.mark.parametrize("checkpoint_every", [40, 100_000], ids=["frequent-checkpoints", "log-replay"])
-def test_sigkill_loses_nothing_acknowledged(tmp_path, checkpoint_every):
-    rng = random.Random(1234 + checkpoint_every)
+@pytest.mark.parametrize(
+    "checkpoint_every,compact_every",
+    [(40, 0), (100_000, 0), (100_000, 30)],
+    ids=["frequent-checkpoints", "log-replay", "compactions"],
+)
+def test_sigkill_loses_nothing_acknowledged(tmp_path, checkpoint_every, compact_every):
+    rng = random.Random(1234 + checkpoint_every + compact_every)
     path = tmp_path / "store"
     for r in range(ROUNDS):
         prefix = f"r{r}"
-        acked, deleted = run_and_kill(path, prefix, rng.uniform(0.6, 2.5), checkpoint_every)
+        acked, deleted = run_and_kill(path, prefix, rng.uniform(0.6, 2.5), checkpoint_every, compact_every)
         verify(path, acked, deleted, prefix)
     assert (path / "data.mdb").exists()
 

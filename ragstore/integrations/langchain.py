@@ -42,6 +42,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
@@ -128,6 +129,10 @@ class RagstoreVectorStore(VectorStore):
             raise InvalidInputError("embedding is required: a LangChain Embeddings object")
         self._embedding = embedding
         self._tmpdir: str | None = None
+        # LangChain's async methods run the sync ones in threads; writes go one at a
+        # time (a Store's first write from two threads at once can fail with
+        # StoreLockedError: its writer lock is taken outside its mutex).
+        self._write_lock = threading.Lock()
         if store is not None:
             self.store = store
             self._owns_store = False
@@ -207,7 +212,8 @@ class RagstoreVectorStore(VectorStore):
             Doc(i, t, None, m, next(vecs)[None, :] if one else None)
             for i, t, m, one in zip(out_ids, texts, metas, single)
         ]
-        self.store.add_many(batch, replace=True)
+        with self._write_lock:
+            self.store.add_many(batch, replace=True)
         return out_ids
 
     def add_texts(
@@ -226,9 +232,10 @@ class RagstoreVectorStore(VectorStore):
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete these ids (missing ones are ignored); ``None`` deletes everything."""
-        if ids is None:
-            ids = list(self.store.doc_ids())
-        self.store.delete_many([str(i) for i in ids], missing_ok=True)
+        with self._write_lock:
+            if ids is None:
+                ids = list(self.store.doc_ids())
+            self.store.delete_many([str(i) for i in ids], missing_ok=True)
         return True
 
     # ------------------------------------------------------------------ reads
