@@ -1,6 +1,6 @@
 """ragstore: an embedded on-disk datastore for retrieval-based language models."""
 
-from . import embed
+from . import embed, pipeline, prompting, retro
 from .errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -34,6 +34,9 @@ __all__ = [
     "open",
     "Store",
     "embed",
+    "retro",
+    "pipeline",
+    "prompting",
     "Doc",
     "Chunk",
     "Hit",

@@ -202,25 +202,24 @@ def split_sequence(
     return out
 
 
-def _split_ids(ids: list[int], ct: int, tok: LMTokenizer) -> list[QueryChunk]:
+def _split_ids(ids: list[int], ct: int, tok: LMTokenizer, context: int = 16) -> list[QueryChunk]:
     if not ids:
         raise InvalidInputError("token ids must be a non-empty 1-D sequence of integers")
     out: list[QueryChunk] = []
-    prev = ""
+    pos = 0  # offset of the window's text in the decoded text of all ids
     for u, i in enumerate(range(0, len(ids), ct)):
         j = min(i + ct, len(ids))
-        # Decode growing prefixes so that word pieces split across a boundary
-        # ("##ly", a byte-level half character) decode as in the whole text.
-        full = tok.decode(ids[:j])
-        if full.startswith(prev):
-            text, start = full[len(prev) :], len(prev)
-        else:
-            text, start = tok.decode(ids[i:j]), len(prev)
-        # strip the separating whitespace the way chunk texts are (exact spans)
-        lead = len(text) - len(text.lstrip())
-        body = text.strip()
-        out.append(QueryChunk(u, body, start + lead, start + lead + len(body), i, j))
-        prev = full
+        # Decode with a few tokens of left context and remove the context's text, so
+        # that word pieces split across a boundary ("##ly", half a UTF-8 character
+        # in byte-level BPE) decode as they do in the whole text.
+        c0 = max(0, i - context)
+        head = tok.decode(ids[c0:i]) if c0 < i else ""
+        both = tok.decode(ids[c0:j])
+        piece = both[len(head) :] if both.startswith(head) else tok.decode(ids[i:j])
+        lead = len(piece) - len(piece.lstrip())
+        body = piece.strip()
+        out.append(QueryChunk(u, body, pos + lead, pos + lead + len(body), i, j))
+        pos += len(piece)
     return out
 
 

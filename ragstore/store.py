@@ -1184,6 +1184,16 @@ class Store:
         order = np.lexsort((keys, -scores))[:k]
         return self._hits(txn, [(float(scores[j]), int(keys[j]), self._rec.get_chunk(txn, int(keys[j]))) for j in order])
 
+    def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
+        """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.
+
+        See :func:`ragstore.retro.retrieve_sequence` for the options (``k``,
+        ``shift``, ``exclude_docs``, ``tokenizer``, ``max_overlap`` ...).
+        """
+        from .retro import retrieve_sequence  # the RETRO layer builds on the store, not the reverse
+
+        return retrieve_sequence(self, text_or_token_ids, **kwargs)
+
     # ------------------------------------------------------------------ maintenance
     def stats(self) -> Stats:
         """Counts and sizes: documents, chunks, tokens, bytes on disk, index state."""
