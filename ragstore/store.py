@@ -1030,7 +1030,11 @@ class Store:
         expansion: int | None = None,
         oversample: int = 4,
     ) -> list[list[Hit]]:
-        """:meth:`query` for many texts (or a 2-D array) at once: one list of hits each."""
+        """:meth:`query` for many texts (or a 2-D array) at once: one list of hits each.
+
+        ``exclude_docs`` is a flat list of ids excluded from every query, or one
+        iterable of ids per query (RETRO training batches mix documents).
+        """
         self._check_open()
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -1039,17 +1043,33 @@ class Store:
         if isinstance(sources, str):
             sources = [sources]
         shard_names = None if sources is None else list(dict.fromkeys(self._check_source(s) for s in sources))
-        if isinstance(exclude_docs, str):
-            exclude_docs = [exclude_docs]
-        excluded = frozenset(exclude_docs or ())
         Q = self._query_matrix(queries)
+        per_query = self._exclusions(exclude_docs, len(Q))
         if rerank is None:
             rerank = self.config.index_dtype != "f32"
         with self._mutex, self._rec.read() as txn:
             self._catch_up(txn)
             if exact:
-                return [self._exact(txn, q, k, shard_names, excluded) for q in Q]
-            return self._search(txn, Q, k, shard_names, excluded, rerank, expansion, oversample)
+                return [self._exact(txn, q, k, shard_names, ex) for q, ex in zip(Q, per_query)]
+            return self._search(txn, Q, k, shard_names, per_query, rerank, expansion, oversample)
+
+    @staticmethod
+    def _exclusions(exclude_docs: Any, n: int) -> list[frozenset]:
+        """One exclusion set per query: ``exclude_docs`` is either ids for all
+        queries, or (in query_many) one iterable of ids per query."""
+        if exclude_docs is None:
+            return [frozenset()] * n
+        if isinstance(exclude_docs, str):
+            return [frozenset([exclude_docs])] * n
+        items = list(exclude_docs)
+        if items and all(x is None or (not isinstance(x, str) and isinstance(x, Iterable)) for x in items):
+            if len(items) != n:
+                raise InvalidInputError(
+                    f"exclude_docs has {len(items)} per-query sets for {n} queries; give one per query, "
+                    "or a flat list of ids to exclude from every query"
+                )
+            return [frozenset([x] if isinstance(x, str) else (x or ())) for x in items]
+        return [frozenset(items)] * n
 
     def _score_from_distance(self, dist: np.ndarray) -> np.ndarray:
         return -dist if self.config.metric == "l2sq" else 1.0 - dist
@@ -1060,11 +1080,12 @@ class Store:
             return -np.einsum("ij,ij->i", diff, diff)
         return vecs @ q
 
-    def _search(self, txn, Q, k, shard_names, excluded, rerank, expansion, oversample) -> list[list[Hit]]:
+    def _search(self, txn, Q, k, shard_names, per_query, rerank, expansion, oversample) -> list[list[Hit]]:
         available = self._index.shard_sizes(shard_names)
         want = k * oversample if rerank else k
-        if excluded:
-            want += min(len(excluded) * 4, 4 * k)
+        most = max((len(e) for e in per_query), default=0)
+        if most:
+            want += min(most * 4, 4 * k)
         count = max(1, min(want, available))
         out: list[list[Hit]] = []
         if available == 0:
@@ -1072,6 +1093,7 @@ class Store:
         keys, dist = self._index.search(Q, count, shard_names, expansion)
         for i, q in enumerate(Q):
             c = count
+            excluded = per_query[i]
             ki, di = keys[i], dist[i]
             while True:
                 hits, accepted = self._resolve(txn, q, ki, di, k, excluded, rerank)
