@@ -67,6 +67,7 @@ async def load(url: str, queries: list[str], clients: int, seconds: float, token
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    first_errors: list[str] = []
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     deadline = time.perf_counter() + seconds
@@ -85,6 +86,7 @@ async def load(url: str, queries: list[str], clients: int, seconds: float, token
                     key = None if ok else f"HTTP {r.status_code}"
                 except Exception as e:  # counted, never hidden
                     key = type(e).__name__
+                    first_errors.append(f"{time.perf_counter() - deadline + seconds:.2f}s {key}: {e!r}")
                 dt = time.perf_counter() - t0
                 if key is None:
                     latencies.append(dt)
@@ -105,6 +107,7 @@ async def load(url: str, queries: list[str], clients: int, seconds: float, token
         "ok": len(lat),
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        "first_errors": first_errors[:5],
         "seconds": round(wall, 2),
         "qps": round(len(lat) / wall, 1),
         "p50_ms": pct(0.50),
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         build_s = time.perf_counter() - t0
         port = free_port()
         cmd = [sys.executable, "-m", "ragstore.server", str(store), "--port", str(port), "--workers", str(a.workers),
-               "--no-access-log", "--log-level", "warning"]
+               "--no-access-log", "--log-level", "info"]
         if a.embedder == "hash":
             cmd += ["--embedder", "helpers:HashEmbedder"]
         if a.token:
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         "chunks": n_chunks, "build_seconds": round(build_s, 1), "cpus": os.cpu_count(),
         "server_tracebacks": server_log.count("Traceback"),
     })
+    if result["errors"] or result["server_tracebacks"]:
+        result["server_log_tail"] = server_log[-3000:]
     if a.json:
         print(json.dumps(result))
     else:

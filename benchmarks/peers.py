@@ -201,9 +201,11 @@ class Ragstore(System):
             self.variants = {"no rerank": EF_SWEEP}
             self.primary_variant = "no rerank"
         else:
+            # with rerank the index is asked for k * oversample candidates, so its
+            # expansion is at least that: smaller settings would repeat the same point
             self.variants = {
-                "rerank x4": EF_SWEEP,
-                "rerank x2": EF_SWEEP,
+                "rerank x4": [40] + [e for e in EF_SWEEP if e > 40],
+                "rerank x2": [20] + [e for e in EF_SWEEP if e > 20],
                 "no rerank": EF_SWEEP,
             }
             self.primary_variant = "rerank x4"
@@ -604,7 +606,7 @@ class LanceDB(System):
     stores_text = True
     param_name = "nprobes/refine_factor"
     reclaim_how = "table.optimize(cleanup_older_than=0)"
-    variants = {"": [(10, None), (20, None), (20, 2), (20, 5), (40, 5), (40, 10), (80, 10), (160, 20)]}
+    variants = {"": [(10, None), (20, None), (20, 5), (40, 10), (80, 10), (160, 20)]}
     primary_variant = ""
     max_queries = 300
     pq_m = 48

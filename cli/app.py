@@ -27,6 +27,7 @@ from ragstore.errors import RagstoreError
 from ragstore.types import IngestProgress, IngestSummary
 
 from .readers import InputError, Malformed, Reader
+from .serve_cmds import register as _register_server_commands
 
 __all__ = ["app", "main"]
 
@@ -581,6 +582,10 @@ def _crash_log(exc: BaseException) -> str:
         f.write(f"argv: {sys.argv!r}\n\n")
         f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         return f.name
+
+
+# ``serve`` and ``mcp`` live in their own module: their packages are optional extras.
+_register_server_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,6 +90,9 @@ def serve(
         None, "--threads", min=1, help="Reads served at once by each process (default: the number of CPUs)."
     ),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", min=0.001, help="Largest request body, in MB (413 over it)."),
+    keep_alive: float = typer.Option(
+        75.0, "--keep-alive", min=1.0, help="Seconds an idle keep-alive connection stays open (longer than clients keep theirs)."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
@@ -103,6 +106,7 @@ def serve(
         str(store), host=host, port=port, workers=workers, readonly=read_only, token=token or None,
         embedder=embedder, lock_timeout=lock_timeout, max_body_bytes=int(max_body_mb * 1_000_000),
         log_level=log_level.lower(), access_log=access_log, threads=threads,
+        keep_alive=keep_alive,
     )
 
 

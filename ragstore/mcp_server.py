@@ -15,8 +15,8 @@ can read it and correct itself). The process takes the store's writer lock
 at its first write and keeps it until it exits.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: mcp 1.x's FastMCP reads the tool
+# functions' annotations as real types.
 import logging
 import sys
 from typing import Any

@@ -73,10 +73,15 @@ __all__ = ["create_app", "serve", "app_from_env", "openapi_schema", "load_embedd
 log = logging.getLogger("ragstore.server")
 
 MAX_K = 1000
+MAX_RETRO_K = 100
 MAX_BATCH = 1024
 MAX_DOCS = 10_000
 DEFAULT_MAX_BODY = 64_000_000
 DEFAULT_LOCK_TIMEOUT = 10.0
+# Longer than clients keep idle connections (httpx: 5 s, aiohttp: 15 s), so that the
+# client, not the server, closes them: with uvicorn's 5 s default an idle connection
+# closed by the server just as the client reuses it fails the request (ReadError).
+DEFAULT_KEEP_ALIVE = 75.0
 ENV_CONFIG = "RAGSTORE_SERVER_CONFIG"
 
 # Most specific first: the first isinstance match wins.
@@ -164,11 +169,16 @@ class BatchQueryRequest(_In):
 
 
 class RetrieveRequest(_In):
-    text: Text = Field(description="The sequence; cut into chunks by the store's own chunker.")
-    k: int = Field(2, ge=1, le=MAX_K, description="Neighbours per chunk.")
+    text: Text = Field(description="The sequence; cut into chunks of the store's chunk_tokens with its tokenizer.")
+    k: int = Field(2, ge=1, le=MAX_RETRO_K, description="Neighbours per chunk.")
     sources: list[Source] | None = None
-    exclude_docs: list[DocId] | None = Field(None, description="E.g. the document the sequence comes from.")
+    exclude_docs: list[DocId] | None = Field(None, description="E.g. the document the sequence comes from (RETRO training).")
     rerank: bool | None = None
+    shift: bool = Field(False, description="Causal layout: position u holds the neighbours found with chunk u-1 (none at 0).")
+    max_overlap: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Drop neighbours whose leakage (longest common token run / chunk length) exceeds this; k is kept.",
+    )
 
 
 class DocumentBody(_In):
@@ -221,11 +231,13 @@ class BatchQueryResponse(BaseModel):
 
 class RetrievedChunk(BaseModel):
     position: int
-    text: str
+    text: str = Field(description="The input chunk; text[start:end] of the request's text.")
     start: int
     end: int
     n_tokens: int
+    retrieved_with: int | None = Field(description="The position whose chunk found these neighbours (u, or u-1 with shift).")
     neighbours: list[HitOut]
+    overlaps: list[float] | None = Field(description="Leakage of each neighbour (with max_overlap), else null.")
 
 
 class RetrieveResponse(BaseModel):
@@ -355,6 +367,7 @@ class _Backend:
         self._embedder = embedder
         self._lock_timeout = lock_timeout
         self._client: Any = None
+        self._closed = False
         self.limiter: Any = None
 
     @property
@@ -366,6 +379,8 @@ class _Backend:
         if s is not None:
             return s
         with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"the server is shutting down; store {self.path} is closed")
             if self._store is None:
                 self._store = Store(
                     self.path,
@@ -386,6 +401,7 @@ class _Backend:
             await self._client.aclose()
             self._client = None
         with self._lock:
+            self._closed = True
             if self._store is not None and self._owned:
                 self._store.close()
                 self._store = None
@@ -659,7 +675,7 @@ def create_app(
         return JSONResponse(await read(run))
 
     @app.post("/retrieve", response_model=RetrieveResponse, tags=["retrieval"], responses=_errors(*_READ),
-              summary="RETRO: cut a sequence into the store's chunks, k neighbours (with continuations) per chunk")
+              summary="RETRO: the k neighbours (with continuations) of every chunk of a sequence")
     async def retrieve(req: RetrieveRequest) -> JSONResponse:
         return JSONResponse({"chunks": await read(lambda: _retrieve_sequence(s(), req))})
 
@@ -730,17 +746,18 @@ def create_app(
 
 
 def _retrieve_sequence(store: Store, req: RetrieveRequest) -> list[dict[str, Any]]:
-    """RETRO retrieval for a whole sequence: its chunks, each with k neighbours.
+    """RETRO retrieval for a whole sequence (:func:`ragstore.retro.retrieve_sequence`)."""
+    from .retro import retrieve_sequence
 
-    (ragstore.retro.retrieve_sequence, being written, can replace this body.)"""
-    chunks = store.chunk(req.text)
-    results = store.query_many(
-        [c.text for c in chunks], req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank
+    r = retrieve_sequence(
+        store, req.text, k=req.k, exclude_docs=req.exclude_docs, shift=req.shift, max_overlap=req.max_overlap,
+        sources=req.sources, rerank=req.rerank,
     )
     return [
-        {"position": c.position, "text": c.text, "start": c.start, "end": c.end, "n_tokens": c.n_tokens,
-         "neighbours": _hits(hits)}
-        for c, hits in zip(chunks, results)
+        {"position": c.index, "text": c.text, "start": c.start, "end": c.end, "n_tokens": c.n_tokens,
+         "retrieved_with": r.retrieved_with[u], "neighbours": _hits(r.neighbours[u]),
+         "overlaps": None if r.overlaps is None else r.overlaps[u]}
+        for u, c in enumerate(r.chunks)
     ]
 
 
@@ -825,6 +842,7 @@ def serve(
     access_log: bool = True,
     uds: str | None = None,
     threads: int | None = None,
+    keep_alive: float = DEFAULT_KEEP_ALIVE,
 ) -> None:
     """Serve ``store`` over HTTP until interrupted (SIGINT / SIGTERM).
 
@@ -852,7 +870,7 @@ def serve(
             _ = st.embedder
             app = create_app(st, readonly=readonly, token=token, lock_timeout=lock_timeout,
                              max_body_bytes=max_body_bytes, threads=threads)
-            uvicorn.run(app, log_level=log_level, access_log=access_log, **where)
+            uvicorn.run(app, log_level=log_level, access_log=access_log, timeout_keep_alive=int(keep_alive), **where)
         finally:
             if st is not store:
                 st.close()
@@ -883,7 +901,7 @@ def serve(
             _wait_for_writer(writer, cfg["writer_uds"], timeout=600.0)  # it loads the index
         os.environ[ENV_CONFIG] = json.dumps(cfg)
         uvicorn.run("ragstore.server:app_from_env", factory=True, workers=workers, log_level=log_level,
-                    access_log=access_log, **where)
+                    access_log=access_log, timeout_keep_alive=int(keep_alive), **where)
     finally:
         os.environ.pop(ENV_CONFIG, None)
         if writer is not None and writer.poll() is None:
@@ -914,6 +932,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT)
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY / 1e6)
     p.add_argument("--threads", type=int, default=None, help="reads served at once per process (default: CPUs)")
+    p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE, help="seconds an idle connection is kept")
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
     p.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
@@ -929,7 +948,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(a.store, host=a.host, port=a.port, workers=a.workers, readonly=a.read_only, token=a.token,
               embedder=a.embedder, lock_timeout=a.lock_timeout, max_body_bytes=int(a.max_body_mb * 1e6),
-              log_level=a.log_level, access_log=not a.no_access_log, uds=a.uds, threads=a.threads)
+              log_level=a.log_level, access_log=not a.no_access_log, uds=a.uds, threads=a.threads,
+              keep_alive=a.keep_alive)
     except RagstoreError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(1)

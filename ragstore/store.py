@@ -346,6 +346,10 @@ class Store:
             self._open_fd = None  # read-only filesystem: nobody can compact anyway
 
     def _acquire_writer(self) -> None:
+        with self._mutex:  # two threads' first writes must not race for the same lock
+            self._acquire_writer_locked()
+
+    def _acquire_writer_locked(self) -> None:
         if self._writer_fd is not None:
             return
         if self.readonly:
@@ -575,15 +579,17 @@ class Store:
                 + (f": this text makes {n} chunks (see Store.chunk())" if n is not None else "")
                 + f"; the store's embedder {self.config.embedder!r} has dimension {d}"
             )
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
+        wide = np.asarray(arr, dtype=np.float64)  # float64: huge or tiny values normalize without over/underflow
+        if not np.isfinite(wide).all():
             raise InvalidInputError(f"{what} contain NaN or infinity")
         if self.config.metric == "cos":
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            norms = np.linalg.norm(wide, axis=1, keepdims=True)
             if (norms == 0).any():
                 raise InvalidInputError(f"{what} contain an all-zero vector, which has no cosine direction")
-            arr = arr / norms
-        return arr
+            wide = wide / norms
+        elif (np.abs(wide) > np.finfo(np.float32).max).any():
+            raise InvalidInputError(f"{what} hold values beyond float32's range (about 3.4e38)")
+        return np.ascontiguousarray(wide, dtype=np.float32)
 
     @staticmethod
     def _content_hash(text: str, source: str, meta: dict) -> str:
@@ -982,7 +988,13 @@ class Store:
             return self.embed(queries)
         if any(isinstance(q, str) for q in queries):
             raise InvalidInputError("queries must be all texts or all vectors, not a mix")
-        return self._check_vectors(np.stack([np.asarray(q) for q in queries]), None, "query vectors")
+        try:
+            stacked = np.stack([np.asarray(q) for q in queries])
+        except ValueError:
+            raise InvalidInputError(
+                f"query vectors have different lengths; each must have the store's dimension {self.config.dim}"
+            ) from None
+        return self._check_vectors(stacked, None, "query vectors")
 
     def query(
         self,

@@ -49,9 +49,9 @@ def help_options(text: str) -> set[str]:
             continue
         if in_options and line and not line.startswith(" "):
             in_options = False
-        m = re.match(r"^  (-[\w-]+(?:, --?[\w-]+)*)", line) if in_options else None
+        m = re.match(r"^  (-[\w-]+(?:(?:, | / )--?[\w-]+)*)", line) if in_options else None
         if m:
-            opts.update(o.strip() for o in m.group(1).split(","))
+            opts.update(o.strip() for o in re.split(r",| / ", m.group(1)))
     return opts
 
 

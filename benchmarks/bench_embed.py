@@ -1,0 +1,245 @@
+"""Speed of the default embedder (numpy all-MiniLM-L6-v2) on 64-token Wikipedia chunks.
+
+    python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--no-st]
+
+Chunks: the first documents of /work/shared/data/wiki/wiki-AA.jsonl.gz are
+tokenized with the model's tokenizer (no special tokens, no truncation) and
+cut into consecutive, non-overlapping 64-token windows; each chunk is the exact
+substring of the document from its first token's start offset to its last
+token's end offset (what the store embeds with chunk_tokens=64). Re-tokenized
+with [CLS] and [SEP], a chunk is 64-67 tokens.
+
+Reported:
+
+- chunks/s of ``MiniLM.encode`` over all chunks in one call (best of --repeat);
+- the encoder's achieved GFLOP/s, counting only the matmuls, per sequence of
+  L tokens (after truncation), hidden size d, FFN size f, n layers:
+
+      FLOPs = n * (2*L*d*3d      Q, K, V projections
+                   + 2*L*L*d     attention scores  (all heads: L*L*head_dim each)
+                   + 2*L*L*d     attention-weighted values
+                   + 2*L*d*d     output projection
+                   + 2*L*d*f     FFN up
+                   + 2*L*f*d)    FFN down
+            = n * (2*L*d*(4d + 2f) + 4*L*L*d)
+
+  i.e. 21.2 MFLOP per token + attention for MiniLM (d=384, f=1536, n=6);
+  padding, embeddings, LayerNorm, GELU, softmax and pooling are not counted;
+- the machine's float32 matmul GFLOP/s measured in the same run with numpy on
+  the encoder's shapes ((4096x384)@(384x1536), (4096x1536)@(1536x384),
+  (4096x384)@(384x1152)), best of several, measured before and after the
+  encoder run (the best is used);
+- the ratio encoder / matmul;
+- if torch and sentence-transformers are importable (and --no-st is not
+  given): sentence-transformers on the CPU on the same chunks (batch_size 32,
+  its default), its chunks/s, ragstore/sentence-transformers, and the lowest
+  cosine between the two models' vectors.
+
+A JSON record of all of it goes to --out (default .cache/bench/embed.json).
+The machine may be shared: the load average is printed before and after; the
+numbers are only meaningful when it stays well below the core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ragstore.minilm import MiniLM  # noqa: E402
+
+WIKI = Path(os.environ.get("RAGSTORE_SHARED_DATA", "/work/shared/data")) / "wiki" / "wiki-AA.jsonl.gz"
+
+
+def machine() -> dict:
+    info: dict = {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        flags = next(
+            (ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+            [],
+        )
+        info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    except OSError:
+        pass
+    try:
+        mem = Path("/proc/meminfo").read_text().split("\n")[0].split()
+        info["ram_gib"] = round(int(mem[1]) / 2**20, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        info["blas"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration") if blas.get(k)}
+        simd = cfg.get("SIMD Extensions", {})
+        info["numpy_simd_found"] = simd.get("found")
+    except Exception as e:  # older numpy
+        info["blas"] = f"unknown ({e})"
+    info["env_threads"] = {
+        k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
+    }
+    return info
+
+
+def make_chunks(n: int, tokenizer_json: str, size: int = 64) -> list[str]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    tok.no_truncation()
+    tok.no_padding()
+    out: list[str] = []
+    with gzip.open(WIKI, "rt", encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            offs = tok.encode(text, add_special_tokens=False).offsets
+            for s in range(0, len(offs) - size + 1, size):
+                out.append(text[offs[s][0] : offs[s + size - 1][1]])
+                if len(out) >= n:
+                    return out
+    return out
+
+
+def encoder_flops(lengths: np.ndarray, d: int, f: int, n_layers: int) -> float:
+    L = lengths.astype(np.float64)
+    return float(n_layers * (2 * L * d * (4 * d + 2 * f) + 4 * L * L * d).sum())
+
+
+def matmul_gflops(d: int, f: int, rows: int = 4096, reps: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for k, n in ((d, f), (f, d), (d, 3 * d)):
+        a = rng.standard_normal((rows, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((rows, n), np.float32)
+        np.matmul(a, b, out=c)
+        for _ in range(reps):
+            t = time.perf_counter()
+            np.matmul(a, b, out=c)
+            dt = time.perf_counter() - t
+            best = max(best, 2 * rows * k * n / dt / 1e9)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunks", type=int, default=2000, help="number of 64-token chunks (default 2000)")
+    ap.add_argument("--repeat", type=int, default=1, help="encoder runs; the best is reported (default 1)")
+    ap.add_argument("--out", default=str(REPO / ".cache" / "bench" / "embed.json"), help="JSON result file")
+    ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    args = ap.parse_args()
+
+    command = "python " + shlex.join([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:])
+    print(f"command: {command}")
+    mach = machine()
+    print(
+        f"machine: {mach.get('cpu_model', '?')}, {mach['cpu_count']} cores ({mach['cpus_usable']} usable), "
+        f"{mach.get('ram_gib', '?')} GiB RAM, SIMD {'/'.join(mach.get('simd', []))}"
+    )
+    print(f"numpy {mach['numpy']}, BLAS {mach['blas']}, thread env {mach['env_threads'] or 'unset'}")
+    load0 = os.getloadavg()
+    print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+
+    t = time.perf_counter()
+    model = MiniLM()
+    load_s = time.perf_counter() - t
+    w = model._w
+    chunks = make_chunks(args.chunks, model.tokenizer_json())
+    lengths = np.array([len(e.ids) for e in w.tokenizer.encode_batch(chunks)])
+    flops = encoder_flops(lengths, w.d, w.inter, w.n_layers)
+    print(
+        f"model: {model.name} ({model.path}), loaded in {load_s:.2f} s; {len(chunks)} chunks of 64 tokens "
+        f"({lengths.min()}-{lengths.max()} with [CLS]/[SEP], {lengths.sum()} tokens, "
+        f"{flops / len(chunks) / 1e9:.2f} GFLOP per chunk)"
+    )
+
+    mm_before = matmul_gflops(w.d, w.inter)
+    model.encode(chunks[:64])  # warm-up
+    times = []
+    for _ in range(max(1, args.repeat)):
+        t = time.perf_counter()
+        vecs = model.encode(chunks)
+        times.append(time.perf_counter() - t)
+    enc_s = min(times)
+    mm_after = matmul_gflops(w.d, w.inter)
+    mm = max(mm_before, mm_after)
+    cps = len(chunks) / enc_s
+    gf = flops / enc_s / 1e9
+    print(f"ragstore MiniLM: {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {', '.join(f'{x:.2f}' for x in times)} s)")
+    print(f"encoder: {gf:.1f} GFLOP/s (matmul FLOPs only)")
+    print(f"numpy float32 matmul: {mm:.1f} GFLOP/s (before {mm_before:.1f}, after {mm_after:.1f})")
+    print(f"ratio encoder / matmul: {gf / mm:.2f}")
+
+    result: dict = {
+        "command": command,
+        "machine": mach,
+        "load_average_start": load0,
+        "model": {"name": model.name, "path": str(model.path), "fingerprint": model.fingerprint, "load_s": load_s},
+        "chunks": len(chunks),
+        "tokens": int(lengths.sum()),
+        "flops_per_chunk": flops / len(chunks),
+        "ragstore": {"seconds": enc_s, "runs_s": times, "chunks_per_s": cps, "gflops": gf},
+        "matmul_gflops": mm,
+        "matmul_gflops_before_after": [mm_before, mm_after],
+        "ratio_encoder_matmul": gf / mm,
+    }
+
+    if not args.no_st:
+        try:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            print(f"sentence-transformers not measured ({e})")
+        else:
+            st = SentenceTransformer(str(model.path), device="cpu")
+            st.encode(chunks[:64], batch_size=32)
+            t = time.perf_counter()
+            ref = st.encode(chunks, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+            st_s = time.perf_counter() - t
+            cos = np.einsum("ij,ij->i", vecs, ref)
+            st_cps = len(chunks) / st_s
+            print(
+                f"sentence-transformers (torch {torch.__version__}, {torch.get_num_threads()} threads, CPU): "
+                f"{st_cps:.1f} chunks/s ({st_s:.2f} s, {flops / st_s / 1e9:.1f} GFLOP/s)"
+            )
+            print(f"ragstore / sentence-transformers: {cps / st_cps:.2f}; min cosine between them {cos.min():.7f}")
+            result["sentence_transformers"] = {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "seconds": st_s,
+                "chunks_per_s": st_cps,
+                "gflops": flops / st_s / 1e9,
+                "ratio_ragstore_st": cps / st_cps,
+                "min_cosine": float(cos.min()),
+            }
+
+    load1 = os.getloadavg()
+    print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    result["load_average_end"] = load1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
