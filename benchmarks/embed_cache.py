@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki"
 DEFAULT_CACHE = REPO / ".cache" / "wiki-minilm"
-PART_CHUNKS = 10_000
+PART_CHUNKS = 2_000
 
 
 def wiki_docs():

@@ -235,6 +235,10 @@ def ingest(
         None, "--embedder", metavar="SPEC", help="Embedder spec for a new store (default 'minilm'). An existing store "
         "keeps its own; a different one is an error.", show_default=False,
     ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, metavar="N", help="Read at most N documents in all (a quick slice of a large "
+        "corpus); running again with a larger N adds the rest.", show_default=False,
+    ),
 ) -> None:
     """Add documents to a store, creating it if needed.
 
@@ -268,6 +272,8 @@ def ingest(
     def docs_in():
         try:
             for doc in reader:
+                if limit is not None and state["read"] >= limit:
+                    break
                 state["read"] += 1
                 progress_view.update(docs=state["read"], chunks=committed_chunks(), bytes_done=reader.bytes_done)
                 yield doc

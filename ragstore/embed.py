@@ -31,6 +31,7 @@ __all__ = [
     "CallableEmbedder",
     "Precomputed",
     "register",
+    "unregister",
     "resolve",
     "available",
     "DEFAULT_EMBEDDER",
@@ -132,6 +133,11 @@ _REGISTRY: dict[str, Callable[[str], Embedder]] = {}
 def register(prefix: str, factory: Callable[[str], Embedder]) -> None:
     """Make ``resolve("PREFIX:ARG")`` (or ``resolve("PREFIX")``) call ``factory(ARG)``."""
     _REGISTRY[prefix] = factory
+
+
+def unregister(prefix: str) -> None:
+    """Forget a registered spec prefix (no error if unknown)."""
+    _REGISTRY.pop(prefix, None)
 
 
 def available() -> list[str]:
@@ -319,7 +325,7 @@ class OnnxEmbedder:
         self._tok = tok
         self.max_seq_length = max_len
         self.fingerprint = _file_sha16(folder / "model.onnx")
-        self.dim = int(self._run([[101, 102]] if tok.token_to_id("[CLS]") is not None else [[0]]).shape[1])
+        self.dim = int(self._run([tok.encode("x").ids or [0]]).shape[1])
 
     def _run(self, id_lists: list[list[int]]) -> np.ndarray:
         B = len(id_lists)

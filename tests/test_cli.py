@@ -446,10 +446,11 @@ def test_version_and_python_m():
 
 # ============================================================================ in-process (CliRunner)
 @pytest.fixture(scope="module")
-def hash_embedder() -> str:
+def hash_embedder():
     """Register the test hash embedder under its name so stores made with it reopen."""
     embed.register("test-hash", lambda arg: HashEmbedder())
-    return "test-hash"
+    yield "test-hash"
+    embed.unregister("test-hash")  # other modules test the unknown-embedder path
 
 
 @pytest.fixture
@@ -687,3 +688,15 @@ def test_reader_path_errors(tmp_path):
             continue
         with pytest.raises(InputError, match=msg):
             Reader(paths, on_malformed=print)
+
+
+def test_runner_ingest_limit_reads_a_slice(runner, hash_embedder, tmp_path):
+    f = write_jsonl(tmp_path / "l.jsonl", [{"id": f"l{i}", "text": f"document number {i}"} for i in range(10)])
+    store = tmp_path / "lim"
+    r = invoke(runner, "ingest", store, f, "--limit", "4", "--embedder", hash_embedder)
+    assert r.exit_code == 0, r.stderr
+    assert summary(r.stdout)["added"] == 4
+    r = invoke(runner, "ingest", store, f, "--limit", "6")  # a larger slice adds the rest of it
+    assert r.exit_code == 0, r.stderr
+    s = summary(r.stdout)
+    assert (s["added"], s["unchanged"]) == (2, 4)
