@@ -10,6 +10,7 @@ document can be rebuilt byte for byte.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +26,8 @@ def load_tokenizer(spec: "str | Tokenizer") -> tuple[Tokenizer, str]:
     """Return (tokenizer, its JSON) from a Tokenizer, a tokenizer.json path or its JSON text."""
     if isinstance(spec, Tokenizer):
         return spec, spec.to_str()
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise InvalidInputError(
             f"tokenizer must be a tokenizers.Tokenizer, a path to tokenizer.json or its JSON text, "

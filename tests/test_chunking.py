@@ -69,7 +69,9 @@ texts = st.text(
 )
 wordy = st.lists(
     st.one_of(
-        st.sampled_from(["the", "cat", "Ünïcödé", "naïve", "日本語", "🙂🙃", "x" * 40, "don't", "3.14", "C++"]),
+        st.sampled_from(
+            ["the", "cat", "Ünïcödé", "naïve", "日本語", "🙂🙃", "x" * 40, "don't", "3.14", "C++", "각각", "ো"]
+        ),
         st.sampled_from([" ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u2003", "\n\n  "]),
         st.text(min_size=1, max_size=8),
     ),
@@ -133,6 +135,15 @@ def test_known_split():
     assert cd.pres == ["  ", " ", "\n\n"]
     assert cd.tail == "  "
     assert [(c.start, c.end) for c in cd.chunks] == [(2, 8), (9, 15), (17, 20)]
+
+
+@pytest.mark.parametrize("ct", [1, 2, 3, 4])
+def test_characters_that_make_several_tokens(ct):
+    # a Hangul syllable decomposes into 2-3 WordPiece tokens sharing one character's offsets
+    text = "각 간갈 ো x각y"
+    cd = chunker(ct).chunk(text)
+    assert_chunking_invariants(text, cd, ct)
+    assert cd.n_tokens == len(raw_tokens(text)) > len(text.split())
 
 
 def test_chunk_text_is_original_not_detokenized():
@@ -207,6 +218,10 @@ def test_tokenizer_path_json_object_agree():
     for other in (b, c, d):
         assert other.chunk(SAMPLE) == ref
     assert a.tokenizer_hash == b.tokenizer_hash
+
+
+def test_tokenizer_pathlike():
+    assert Chunker(Path(TOK_PATH), 16).chunk(SAMPLE) == Chunker(TOK_PATH, 16).chunk(SAMPLE)
 
 
 def test_tokenizer_with_truncation_chunks_whole_doc():

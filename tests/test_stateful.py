@@ -226,12 +226,22 @@ class StoreMachine(RuleBasedStateMachine):
             self.check_hits(hits, c.text, k, None, None, exact=exact)
             assert abs(hits[0].score - 1.0) < 1e-4 and hits[0].text == c.text
 
-    @rule(qs=st.lists(query_texts, min_size=1, max_size=3), k=ks, sources=source_sel)
-    def query_many(self, qs, k, sources):
-        many = self.s.query_many(qs, k=k, sources=sources, exact=True)
+    @rule(data=st.data(), qs=st.lists(query_texts, min_size=1, max_size=3), k=ks, sources=source_sel,
+          exact=st.booleans())
+    def query_many(self, data, qs, k, sources, exact):
+        # exclusions: none, one flat list for every query, or one set per query
+        mode = data.draw(st.sampled_from(["none", "flat", "per-query"]))
+        if mode == "none":
+            exclude, per = None, [None] * len(qs)
+        elif mode == "flat":
+            exclude = data.draw(st.lists(st.sampled_from(IDS), max_size=4))
+            per = [exclude] * len(qs)
+        else:
+            exclude = per = data.draw(st.lists(exclude_sel, min_size=len(qs), max_size=len(qs)))
+        many = self.s.query_many(qs, k=k, sources=sources, exclude_docs=exclude, exact=exact)
         assert len(many) == len(qs)
-        for q, hits in zip(qs, many):
-            self.check_hits(hits, q, k, sources, None, exact=True)
+        for q, hits, ex in zip(qs, many, per):
+            self.check_hits(hits, q, k, sources, ex, exact=exact)
 
     # ------------------------------------------------------------ rules: lifecycle
     @rule()
