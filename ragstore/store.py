@@ -48,7 +48,7 @@ from .types import (
     Stats,
     StoreConfig,
 )
-from .vindex import VectorIndex
+from .vindex import VectorIndex, fsync_path
 
 __all__ = ["Store", "open", "SCHEMA_VERSION"]
 
@@ -1383,13 +1383,9 @@ class Store:
             if os.path.exists(tmpfile):
                 os.unlink(tmpfile)
             self._rec.env.copy(tmpdir, compact=True)
-            fd = os.open(tmpfile, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
+            fsync_path(tmpfile)
             os.replace(tmpfile, os.path.join(self.path, "data.mdb"))
-            dfd = os.open(self.path, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
+            fsync_path(self.path)
             os.rmdir(tmpdir)
             self._rec.reopen()  # no one else has the store open: we hold open.lock exclusively
             return True

@@ -24,15 +24,8 @@ __all__ = ["VectorIndex", "MANIFEST"]
 MANIFEST = "manifest.msgpack"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a folder (a folder's fsync makes the renames in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -217,7 +210,7 @@ class VectorIndex:
             final = os.path.join(self.dir, fname)
             tmp = final + ".tmp"
             self.shards[source].save(tmp)
-            _fsync_file(tmp)
+            fsync_path(tmp)
             os.replace(tmp, final)
             files[source] = fname
         manifest = {"seq": seq, "dim": self.dim, "dtype": self.dtype, "metric": self.metric, "shards": files}
@@ -227,7 +220,7 @@ class VectorIndex:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.dir, MANIFEST))
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
         self.files = files
         self.dirty = set()
         self.checkpoint_seq = seq
