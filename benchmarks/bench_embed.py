@@ -1,6 +1,6 @@
 """Speed of the default embedder (numpy all-MiniLM-L6-v2) on 64-token Wikipedia chunks.
 
-    python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--no-st]
+    python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--workers N] [--no-st] [--no-single-blas]
 
 Chunks: the first documents of /work/shared/data/wiki/wiki-AA.jsonl.gz are
 tokenized with the model's tokenizer (no special tokens, no truncation) and
@@ -30,6 +30,9 @@ Reported:
   (4096x384)@(384x1152)), best of several, measured before and after the
   encoder run (the best is used);
 - the ratio encoder / matmul;
+- unless --no-single-blas: the same again in a subprocess with
+  OPENBLAS_NUM_THREADS=1, where MiniLM runs one batch per core in its own
+  threads (see docs/embedders.md, "Threads, and shared machines");
 - if torch and sentence-transformers are importable (and --no-st is not
   given): sentence-transformers on the CPU on the same chunks (batch_size 32,
   its default), its chunks/s, ragstore/sentence-transformers, and the lowest
@@ -48,6 +51,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -144,7 +148,13 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=2000, help="number of 64-token chunks (default 2000)")
     ap.add_argument("--repeat", type=int, default=1, help="encoder runs; the best is reported (default 1)")
     ap.add_argument("--out", default=str(REPO / ".cache" / "bench" / "embed.json"), help="JSON result file")
+    ap.add_argument("--workers", type=int, default=None, help="MiniLM(workers=N); default: MiniLM's own choice")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    ap.add_argument(
+        "--no-single-blas",
+        action="store_true",
+        help="skip the second measurement, in a subprocess with OPENBLAS_NUM_THREADS=1 (MiniLM then runs one batch per core)",
+    )
     args = ap.parse_args()
 
     command = "python " + shlex.join([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:])
@@ -159,7 +169,7 @@ def main() -> None:
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
 
     t = time.perf_counter()
-    model = MiniLM()
+    model = MiniLM(workers=args.workers)
     load_s = time.perf_counter() - t
     w = model._w
     chunks = make_chunks(args.chunks, model.tokenizer_json())
@@ -183,7 +193,7 @@ def main() -> None:
     mm = max(mm_before, mm_after)
     cps = len(chunks) / enc_s
     gf = flops / enc_s / 1e9
-    print(f"ragstore MiniLM: {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {', '.join(f'{x:.2f}' for x in times)} s)")
+    print(f"ragstore MiniLM ({model.workers} worker{'s' if model.workers > 1 else ''}): {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {', '.join(f'{x:.2f}' for x in times)} s)")
     print(f"encoder: {gf:.1f} GFLOP/s (matmul FLOPs only)")
     print(f"numpy float32 matmul: {mm:.1f} GFLOP/s (before {mm_before:.1f}, after {mm_after:.1f})")
     print(f"ratio encoder / matmul: {gf / mm:.2f}")
@@ -200,6 +210,7 @@ def main() -> None:
         "matmul_gflops": mm,
         "matmul_gflops_before_after": [mm_before, mm_after],
         "ratio_encoder_matmul": gf / mm,
+        "workers": model.workers,
     }
 
     if not args.no_st:
@@ -231,6 +242,30 @@ def main() -> None:
                 "ratio_ragstore_st": cps / st_cps,
                 "min_cosine": float(cos.min()),
             }
+
+    if not args.no_single_blas and mach["cpus_usable"] and mach["cpus_usable"] > 1:
+        sub_out = Path(args.out).with_suffix(".single-blas.json")
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        cmd = [sys.executable, __file__, "--chunks", str(args.chunks), "--repeat", str(args.repeat),
+               "--no-st", "--no-single-blas", "--out", str(sub_out)]
+        print("\n--- again with OPENBLAS_NUM_THREADS=1 (MiniLM workers = one per core), in a subprocess ---")
+        subprocess.run(cmd, env=env, check=True)
+        sub = json.loads(sub_out.read_text())
+        sub_cps = sub["ragstore"]["chunks_per_s"]
+        sub_gf = sub["ragstore"]["gflops"]
+        print("---")
+        print(
+            f"OPENBLAS_NUM_THREADS=1, {sub['workers']} workers: {sub_cps:.1f} chunks/s, {sub_gf:.1f} GFLOP/s = "
+            f"{sub_gf / mm:.2f} of this run's multi-threaded matmul rate; {sub_cps / cps:.2f}x the default mode"
+        )
+        result["single_blas"] = {
+            "workers": sub["workers"],
+            "chunks_per_s": sub_cps,
+            "gflops": sub_gf,
+            "ratio_to_multithreaded_matmul": sub_gf / mm,
+            "speedup_vs_default": sub_cps / cps,
+            "single_thread_matmul_gflops": sub["matmul_gflops"],
+        }
 
     load1 = os.getloadavg()
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")

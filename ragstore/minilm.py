@@ -23,24 +23,30 @@ Where the default weights are looked for, in order:
 
 Nothing is ever downloaded.
 
-Speed notes (what the forward pass does and why):
+Speed notes (what the forward pass does and why; figures in docs/embedders.md):
 
 - sequences are sorted by token count and batched with similar lengths, so
   padding wastes little; results are put back in the caller's order;
-- Q, K and V come from one fused (d, 3d) matmul, with 1/sqrt(head_dim) folded
-  into the query weights; attention runs on strided views of that output (no
-  copies), in sub-batches small enough for the score array to stay in cache,
-  and the softmax denominator is applied to the (L, head_dim) context rather
-  than to the (L, L) probabilities;
+- Q, K and V come from one fused matmul, with 1/sqrt(head_dim) folded into the
+  query weights and one extra constant output column per head (1 for Q, the
+  padding mask for K, 1 for V): the mask lands in the score matmul and the
+  softmax denominators come out of the context matmul, so the (L, L) scores
+  get a single elementwise pass (exp; the row maximum is subtracted only if a
+  denominator shows overflow or underflow). Attention runs on strided views of
+  the QKV output (no copies), in sub-batches whose scores stay in cache;
 - the feed-forward block runs in row blocks so that its (rows, 4d)
   intermediate stays in cache while GELU is applied;
 - GELU is the exact (erf) one, computed as ``0.5 * x * (1 + tanh(g(x) / 2))``
   with ``g = logit(Phi)`` approximated by an odd polynomial of degree 13
   (error below 1.5e-7 * max(1, |x|), see below; numpy has no erf), 17
   vectorized passes; its factor 0.5 is folded into the next weights;
-- every array is float32 and work buffers are allocated once per ``encode``
-  call and reused across layers (nothing is kept on ``self`` between calls,
-  so ``encode`` may be called from several threads at once).
+- LayerNorm reduces rows with BLAS matrix-vector products;
+- every array is float32; work buffers are allocated once per batch and
+  reused by every layer; nothing is kept on ``self`` between calls, so
+  ``encode`` may be called from several threads at once;
+- matmuls use the BLAS threads numpy was given; if BLAS is pinned to one
+  thread (``OPENBLAS_NUM_THREADS=1``), batches run one per core in a thread
+  pool instead (``workers``), which is much faster on a busy machine.
 """
 
 from __future__ import annotations
@@ -244,7 +250,7 @@ class _Weights:
     """Immutable prepared weights, shared by every MiniLM on the same folder."""
 
     #: rows per feed-forward block: the (rows, intermediate) activations stay in cache
-    ffn_rows = 256
+    ffn_rows = 512
     #: attention sub-batches hold at most this many scores (2 MB)
     score_elems = 1 << 19
     #: softmax without the row-maximum pass (checked; see _forward); False: always the classic way
@@ -368,7 +374,6 @@ class _Weights:
             L.ln2_g = get(p + "output.LayerNorm.weight")
             L.ln2_b = get(p + "output.LayerNorm.bias")
             self.layers.append(L)
-        del w
 
     # ---------------------------------------------------------------- forward
 

@@ -272,6 +272,13 @@ class Store:
                 f"embedder {emb.name!r} brings no tokenizer to cut chunks with: pass tokenizer= "
                 "(a tokenizer.json path, its JSON text or a tokenizers.Tokenizer)"
             )
+        limit = getattr(emb, "max_seq_length", None)
+        if isinstance(limit, int) and opts["chunk_tokens"] + 2 > limit:
+            raise InvalidInputError(
+                f"chunk_tokens={opts['chunk_tokens']} is more than embedder {emb.name!r} reads "
+                f"({limit} tokens with [CLS] and [SEP]): the end of each chunk would be ignored. "
+                f"Use chunk_tokens <= {limit - 2}"
+            )
         chunker = Chunker(tok, opts["chunk_tokens"])
         cfg = StoreConfig(
             schema_version=SCHEMA_VERSION,

@@ -1,3 +1,9 @@
+import os
+
+# Before numpy loads (see cli/__init__.py): single-threaded BLAS with MiniLM's
+# per-core workers keeps the suite fast on a busy 2-core machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import sys
 from pathlib import Path
 

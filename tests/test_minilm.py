@@ -391,3 +391,44 @@ def test_sentence_transformers_adapter(model, ref):
     assert out.dtype == np.float32 and out.shape == (10, 384)
     assert np.einsum("ij,ij->i", out, ref["vectors"][:10]).min() > 0.9999
     assert st.encode([]).shape == (0, 384)
+
+
+@pytest.mark.slow
+def test_onnx_adapter(model, ref, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import shutil
+
+    base = transformers.AutoModel.from_pretrained(str(model.path)).eval()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.b(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(
+        Wrap(base),
+        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+        str(tmp_path / "model.onnx"),
+        input_names=names,
+        output_names=["last_hidden_state"],
+        dynamic_axes={n: {0: "b", 1: "l"} for n in names + ["last_hidden_state"]},
+        opset_version=17,
+        dynamo=False,
+    )
+    for f in ("tokenizer.json", "sentence_bert_config.json"):
+        shutil.copy(model.path / f, tmp_path / f)
+    e = resolve(f"onnx:{tmp_path}")
+    assert e.dim == 384 and e.normalized and e.max_seq_length == 256 and e.tokenizer_json()
+    out = e.encode(ref["texts"])
+    assert np.einsum("ij,ij->i", out, ref["vectors"]).min() > 0.9999
+    assert e.encode([]).shape == (0, 384)
