@@ -13,10 +13,6 @@ progress. ``load(cache, n_chunks)`` gives documents with their vectors.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # MiniLM's per-core workers beat threaded BLAS
-
 import argparse
 import gzip
 import itertools

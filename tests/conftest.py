@@ -1,7 +1,8 @@
 import os
 
-# Before numpy loads (see cli/__init__.py): single-threaded BLAS with MiniLM's
-# per-core workers keeps the suite fast on a busy 2-core machine.
+# Before numpy loads: the suite runs many processes at once, and threaded BLAS
+# collapses when cores are oversubscribed (3-8x slower measured); one BLAS
+# thread per process with MiniLM's per-core workers keeps it steady.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys
