@@ -126,6 +126,7 @@ class System:
     stores_text = False
     max_queries: int | None = None  # slow systems: only this many queries are timed
     can_delete = True
+    reload_to_prepare = False  # the search parameter is persisted: set it before a timed open
     reclaim_how = "n/a"
     variants: dict[str, list] = {}
     param_name = ""
@@ -528,6 +529,7 @@ class Chroma(System):
     stores_text = True
     durable = "collection.add (its SQLite commits) in max-size batches + fsync of every file"
     param_name = "ef_search"
+    reload_to_prepare = True
     reclaim_how = "n/a (no vacuum in the Python API)"
     variants = {"": [16, 32, 64, 128, 256, 512]}
     primary_variant = ""
@@ -563,14 +565,18 @@ class Chroma(System):
         return {"batch": bs}
 
     def open(self, path, data=None):
+        self.path = path
         self.client = self._client(path)
         self.col = self.client.get_collection("bench", embedding_function=None)
-        self._ef = None
+        self._ef = self.col.configuration["hnsw"]["ef_search"]
 
     def prepare(self, variant, p):
+        # Chroma 1.x applies a modified ef_search only when the collection is loaded
+        # again (checked: recall does not move in the same client), so reload it.
         if self._ef != p:
             self.col.modify(configuration={"hnsw": {"ef_search": p}})
-            self._ef = p
+            self.close()
+            self.open(self.path)
 
     def _q(self, Q, k):
         r = self.col.query(query_embeddings=Q, n_results=k, include=["documents", "metadatas", "distances"])
@@ -797,8 +803,13 @@ def make(name: str, threads: int = 0) -> System:
 
 
 ALL = [
-    "ragstore-f16", "ragstore-i8", "usearch-f16", "usearch-f32", "faiss-hnsw", "faiss-ivfpq",
+    "ragstore-f16", "ragstore-i8", "ragstore-f32", "usearch-f16", "usearch-f32", "faiss-hnsw", "faiss-ivfpq",
     "hnswlib", "chroma", "lancedb", "sqlite-vec",
+]
+# the quick run: ragstore's default configuration against every peer (i8 and f32 stores on request)
+DEFAULT = [
+    "ragstore-f16", "usearch-f16", "usearch-f32", "faiss-hnsw", "faiss-ivfpq", "hnswlib", "chroma", "lancedb",
+    "sqlite-vec",
 ]
 
 

@@ -1021,7 +1021,8 @@ class Store:
         - ``exclude_docs``: never return chunks of these documents; k hits are
           still returned when k other chunks exist (the search widens as needed).
         - ``rerank``: re-score ``oversample * k`` candidates with the exact
-          vectors kept in LMDB (default: on when the index is quantized).
+          vectors kept in LMDB (default: on when the index is quantized, so
+          scores are exact; ``rerank=False`` is faster, see docs/benchmarks.md).
         - ``exact``: brute force over every stored vector (slow; ground truth).
         - ``expansion``: HNSW search breadth for this query (higher: better recall).
         """

@@ -104,18 +104,20 @@ def test_domain_queries_and_merge_equal_brute_force(pstore):
         qv = emb.encode([q])[0]
         scores = vecs @ qv
         order = np.lexsort((ids, -scores))[:8]
-        merged = pstore.query(q, 8, sources=union)
+        merged = pstore.query(q, 8, sources=union, exact=True)
         assert [h.score for h in merged] == pytest.approx(scores[order].tolist(), abs=1e-5)
+        # HNSW over the two shards is approximate: most of the exact top 8
+        approx_ids = {h.chunk_id for h in pstore.query(q, 8, sources=union)}
+        assert len(approx_ids & set(ids[order].tolist())) >= 6
         assert {h.chunk_id for h in merged} == set(ids[order].tolist()) or np.allclose(
             sorted(scores[order]), sorted(h.score for h in merged), atol=1e-5
         )
         assert all(h.source in union for h in merged)
         # each domain searched alone gives only its chunks; merging them gives the union's result
-        parts = [pstore.query(q, 8, sources=[s]) for s in union]
+        parts = [pstore.query(q, 8, sources=[s], exact=True) for s in union]
         for s, hits in zip(union, parts):
             assert all(h.source == s and h.chunk_id in set(per_source[s].tolist()) for h in hits)
         assert [h.chunk_id for h in P.merge_hits(parts, 8)] == [h.chunk_id for h in merged]
-        assert [h.chunk_id for h in pstore.query(q, 8, sources=union, exact=True)] == [h.chunk_id for h in merged]
 
 
 # --------------------------------------------------------------------------- stages
