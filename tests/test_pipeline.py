@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import itertools
-import json
 import re
 import sys
 
@@ -17,19 +15,10 @@ import numpy as np
 import pytest
 
 import ragstore
-from helpers import DATA, HashEmbedder, tokenizer_path, wiki_docs
+from helpers import DATA, HashEmbedder, read_jsonl, tokenizer_path, wiki_docs
 from ragstore.chunking import Chunker
 from ragstore import pipeline as P
 from ragstore.errors import InvalidInputError
-
-
-def read_jsonl(rel: str, n: int, max_chars: int | None = None) -> list[dict]:
-    with gzip.open(DATA / rel, "rt", encoding="utf-8") as f:
-        docs = [json.loads(line) for line in itertools.islice(f, n)]
-    if max_chars:
-        for d in docs:
-            d["text"] = d["text"][:max_chars]
-    return docs
 
 
 def wikitext_queries(n: int) -> list[str]:

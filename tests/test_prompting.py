@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 import ragstore
-from helpers import DATA, HashEmbedder, tokenizer_path, wiki_docs
+from helpers import HashEmbedder, gpt2_style_tokenizer, tokenizer_path, wiki_docs
 from ragstore.errors import InvalidInputError
 from ragstore.prompting import build_prompt, ralm_prompt
 from ragstore.retro import as_tokenizer
-
-
-def wikitext(split: str, chars: int) -> str:
-    with gzip.open(DATA / "wikitext-2" / f"{split}.txt.gz", "rt", encoding="utf-8") as f:
-        return f.read(chars)
-
-
-def gpt2_style_tokenizer() -> Tokenizer:
-    """A byte-level BPE (GPT-2's scheme) trained offline on WikiText-2 test."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(wikitext("test", 300_000).splitlines(), trainer)
-    return tok
 
 
 @pytest.fixture(scope="module")

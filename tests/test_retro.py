@@ -6,49 +6,16 @@ the store, WikiText-2 valid as the input sequences; HashEmbedder for speed.
 
 from __future__ import annotations
 
-import gzip
-import itertools
-import json
 import time
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 import ragstore
-from helpers import DATA, HashEmbedder, wiki_docs
+from helpers import HashEmbedder, gpt2_style_tokenizer, read_jsonl, wiki_docs, wikitext
 from ragstore import retro
 from ragstore.errors import InvalidInputError
-
-
-def read_jsonl(rel: str, n: int, max_chars: int | None = None) -> list[dict]:
-    with gzip.open(DATA / rel, "rt", encoding="utf-8") as f:
-        docs = [json.loads(line) for line in itertools.islice(f, n)]
-    if max_chars:
-        for d in docs:
-            d["text"] = d["text"][:max_chars]
-    return docs
-
-
-def wikitext(split: str = "valid", chars: int = 20_000, skip: int = 0) -> str:
-    with gzip.open(DATA / "wikitext-2" / f"{split}.txt.gz", "rt", encoding="utf-8") as f:
-        return f.read(skip + chars)[skip:]
-
-
-def gpt2_style_tokenizer() -> Tokenizer:
-    """A byte-level BPE (GPT-2's scheme) trained offline on WikiText-2 test."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(wikitext("test", 300_000).splitlines(), trainer)
-    return tok
 
 
 @pytest.fixture(scope="module")
