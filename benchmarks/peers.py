@@ -202,14 +202,15 @@ class Ragstore(System):
             self.variants = {"no rerank": EF_SWEEP}
             self.primary_variant = "no rerank"
         else:
-            # with rerank the index is asked for k * oversample candidates, so its
-            # expansion is at least that: smaller settings would repeat the same point
+            # the default (rerank x1: the index's top k, re-scored exactly) first;
+            # with rerank x4 the index is asked for 4k candidates, so its expansion
+            # is at least 40: smaller settings would repeat the same point
             self.variants = {
+                "rerank x1": EF_SWEEP,
                 "rerank x4": [40] + [e for e in EF_SWEEP if e > 40],
-                "rerank x2": [20] + [e for e in EF_SWEEP if e > 20],
                 "no rerank": EF_SWEEP,
             }
-            self.primary_variant = "rerank x4"
+            self.primary_variant = "rerank x1" if index_dtype == "f16" else "rerank x4"
         self.s = None
         self._doc_row: dict[str, int] | None = None
 

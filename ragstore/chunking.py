@@ -101,6 +101,17 @@ class Chunker:
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [self._split(t, e.offsets) for t, e in zip(texts, encs)]
 
+    def chunk_each(self, texts: Sequence[str]) -> list["ChunkedDoc | InvalidInputError"]:
+        """:meth:`chunk_many`, with a document's error in its place instead of raised."""
+        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        out: list[ChunkedDoc | InvalidInputError] = []
+        for t, e in zip(texts, encs):
+            try:
+                out.append(self._split(t, e.offsets))
+            except InvalidInputError as err:
+                out.append(err)
+        return out
+
     def token_count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 

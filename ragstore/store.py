@@ -35,6 +35,7 @@ from .errors import (
     StoreLockedError,
 )
 from .records import ADD, DEL, Records, pack, u64, unpack
+from .search import QueryMixin
 from .types import (
     AddResult,
     CheckReport,
@@ -101,7 +102,7 @@ class _Prepared:
         self.status = status
 
 
-class Store:
+class Store(QueryMixin):
     """An on-disk datastore of chunks, their continuations and their vectors.
 
     ``Store(path, *, create=True, readonly=False, embedder=None, tokenizer=None,
@@ -708,14 +709,23 @@ class Store:
             pending_chunks = 0
             report()
 
-        def prepare(i: int, raw: Any) -> _Prepared | None:
+        # Documents are checked one by one, then cut into chunks a stage at a time:
+        # the tokenizer encodes a whole stage in parallel (one call per document
+        # left a core idle). Stages are handled in input order, so errors, results
+        # and commits come in the order of the input.
+        staged: list[tuple] = []  # (i, raw, checked document or None when unchanged)
+        staged_ids: set[str] = set()
+        staged_chars = 0
+
+        def check(i: int, raw: Any) -> tuple | None:
             d = self._coerce_doc(raw, i)
             doc_id = self._check_doc_id(d.id)
             text = check_text(d.text, f"text of document {doc_id!r}")
             source = self._check_source(d.source)
             meta = self._check_meta(d.meta)
             h = self._content_hash(text, source, meta)
-            if doc_id in pending_ids:
+            if doc_id in pending_ids or doc_id in staged_ids:
+                run_stage()
                 flush()  # the same id twice in one call: the later one wins
             with self._rec.read() as txn:
                 old = self._rec.get_doc(txn, doc_id)
@@ -726,43 +736,82 @@ class Store:
                         "overwrite it (or `ragstore ingest`, which replaces changed documents)"
                     )
                 if old["h"] == h and d.vectors is None:
-                    counts["unchanged"] += 1
-                    if collect:
-                        results.append(AddResult(doc_id, "unchanged", old["n"]))
-                    return None
+                    return (doc_id, old["n"])
             if d.vectors is None and self.config.embedder.startswith("precomputed"):
                 raise InvalidInputError(
                     f"document {doc_id!r} has no vectors, and this store has no embedder to make them: "
                     "pass vectors= (one row per chunk of Store.chunk(text))"
                 )
-            chunked = chunker.chunk_many([text])[0]
-            vecs = None if d.vectors is None else self._check_vectors(d.vectors, len(chunked.chunks))
-            return _Prepared(doc_id, source, meta, h, chunked, vecs, "added" if old is None else "replaced")
+            return (doc_id, text, source, meta, h, d.vectors, "added" if old is None else "replaced")
+
+        def invalid(i: int, raw: Any, e: InvalidInputError) -> None:
+            if on_invalid is None:
+                raise e
+            counts["skipped"] += 1
+            doc_id = getattr(raw, "id", None) if not isinstance(raw, Mapping) else raw.get("id")
+            on_invalid(i, doc_id if isinstance(doc_id, str) else None, e)
+            skipped_quietly()
+
+        def skipped_quietly() -> None:
+            nonlocal quiet
+            quiet += 1
+            if quiet >= 1000:
+                report()
+
+        def run_stage() -> None:
+            nonlocal pending_chunks, staged_chars
+            if not staged:
+                return
+            items = list(staged)
+            staged.clear()
+            staged_ids.clear()
+            staged_chars = 0
+            todo = [(j, it[2]) for j, it in enumerate(items) if len(it[2]) > 2]
+            cut = dict(zip((j for j, _ in todo), chunker.chunk_each([c[1] for _, c in todo])))
+            for j, (i, raw, c) in enumerate(items):
+                if len(c) == 2:  # unchanged
+                    counts["unchanged"] += 1
+                    if collect:
+                        results.append(AddResult(c[0], "unchanged", c[1]))
+                    skipped_quietly()
+                    continue
+                doc_id, _text, source, meta, h, vectors, status = c
+                try:
+                    chunked = cut[j]
+                    if isinstance(chunked, InvalidInputError):
+                        raise chunked
+                    vecs = None if vectors is None else self._check_vectors(vectors, len(chunked.chunks))
+                except InvalidInputError as e:
+                    invalid(i, raw, e)
+                    continue
+                p = _Prepared(doc_id, source, meta, h, chunked, vecs, status)
+                pending.append(p)
+                pending_ids.add(p.doc_id)
+                pending_chunks += len(p.chunked.chunks)
+                if collect:
+                    results.append(AddResult(p.doc_id, p.status, len(p.chunked.chunks)))
+                if pending_chunks >= batch_size:
+                    flush()
 
         with self._mutex:
             try:
                 for i, raw in enumerate(docs):
                     try:
-                        p = prepare(i, raw)
+                        c = check(i, raw)
                     except InvalidInputError as e:
-                        if on_invalid is None:
-                            raise
-                        counts["skipped"] += 1
-                        doc_id = getattr(raw, "id", None) if not isinstance(raw, Mapping) else raw.get("id")
-                        on_invalid(i, doc_id if isinstance(doc_id, str) else None, e)
-                        p = None
-                    if p is None:
-                        quiet += 1
-                        if quiet >= 1000:
-                            report()
+                        run_stage()  # the documents before it come first
+                        invalid(i, raw, e)
                         continue
-                    pending.append(p)
-                    pending_ids.add(p.doc_id)
-                    pending_chunks += len(p.chunked.chunks)
-                    if collect:
-                        results.append(AddResult(p.doc_id, p.status, len(p.chunked.chunks)))
-                    if pending_chunks >= batch_size:
-                        flush()
+                    except Exception:
+                        run_stage()  # committed below, as the documents before a bad one are
+                        raise
+                    staged.append((i, raw, c))
+                    if len(c) > 2:
+                        staged_ids.add(c[0])
+                        staged_chars += len(c[1])
+                    if len(staged) >= 64 or staged_chars >= 1 << 18:
+                        run_stage()
+                run_stage()
                 flush()
             except BaseException as e:
                 # A bad document: commit the good ones before it, as documented.
@@ -979,252 +1028,6 @@ class Store:
         """Vectors of ``texts`` by the store's embedder (normalized for cosine)."""
         self._check_open()
         return self._check_vectors(self.embedder.encode(list(texts)), len(texts), "embedder output")
-
-    # ------------------------------------------------------------------ queries
-    def _query_matrix(self, queries: Any) -> np.ndarray:
-        if isinstance(queries, str):
-            queries = [queries]
-        if isinstance(queries, np.ndarray):
-            return self._check_vectors(queries, None, "query vectors")
-        queries = list(queries)
-        if not queries:
-            return np.zeros((0, self.config.dim), dtype=np.float32)
-        if all(isinstance(q, str) for q in queries):
-            for q in queries:
-                check_text(q, "query text")
-            return self.embed(queries)
-        if any(isinstance(q, str) for q in queries):
-            raise InvalidInputError("queries must be all texts or all vectors, not a mix")
-        try:
-            stacked = np.stack([np.asarray(q) for q in queries])
-        except ValueError:
-            raise InvalidInputError(
-                f"query vectors have different lengths; each must have the store's dimension {self.config.dim}"
-            ) from None
-        return self._check_vectors(stacked, None, "query vectors")
-
-    def query(
-        self,
-        query: "str | np.ndarray | Sequence[float]",
-        k: int = 10,
-        *,
-        sources: Sequence[str] | None = None,
-        exclude_docs: Iterable[str] | None = None,
-        rerank: bool | None = None,
-        exact: bool = False,
-        expansion: int | None = None,
-        oversample: int = 4,
-    ) -> list[Hit]:
-        """The ``k`` nearest chunks to a text or a vector, best first.
-
-        - ``sources``: search only these sources' shards (unknown names match nothing).
-        - ``exclude_docs``: never return chunks of these documents; k hits are
-          still returned when k other chunks exist (the search widens as needed).
-        - ``rerank``: re-score ``oversample * k`` candidates with the exact
-          vectors kept in LMDB (default: on when the index is quantized, so
-          scores are exact; ``rerank=False`` is faster, see docs/benchmarks.md).
-        - ``exact``: brute force over every stored vector (slow; ground truth).
-        - ``expansion``: HNSW search breadth for this query (higher: better recall).
-        """
-        if isinstance(query, str):
-            q = query
-        else:
-            q = np.asarray(query)
-            if q.ndim != 1:
-                raise InvalidInputError(f"query vector must be 1-D, got shape {q.shape}; use query_many for several")
-            q = q[None, :]
-        return self.query_many(
-            q, k, sources=sources, exclude_docs=exclude_docs, rerank=rerank, exact=exact,
-            expansion=expansion, oversample=oversample,
-        )[0]
-
-    def query_many(
-        self,
-        queries: "Sequence[str] | np.ndarray",
-        k: int = 10,
-        *,
-        sources: Sequence[str] | None = None,
-        exclude_docs: Iterable[str] | None = None,
-        rerank: bool | None = None,
-        exact: bool = False,
-        expansion: int | None = None,
-        oversample: int = 4,
-    ) -> list[list[Hit]]:
-        """:meth:`query` for many texts (or a 2-D array) at once: one list of hits each.
-
-        ``exclude_docs`` is a flat list of ids excluded from every query, or one
-        iterable of ids per query (RETRO training batches mix documents).
-        """
-        self._check_open()
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        if not isinstance(oversample, int) or oversample < 1:
-            raise InvalidInputError(f"oversample must be a positive integer, got {oversample!r}")
-        if isinstance(sources, str):
-            sources = [sources]
-        shard_names = None if sources is None else list(dict.fromkeys(self._check_source(s) for s in sources))
-        Q = self._query_matrix(queries)
-        per_query = self._exclusions(exclude_docs, len(Q))
-        if rerank is None:
-            rerank = self.config.index_dtype != "f32"
-        with self._mutex, self._rec.read() as txn:
-            self._catch_up(txn)
-            if exact:
-                return [self._exact(txn, q, k, shard_names, ex) for q, ex in zip(Q, per_query)]
-            return self._search(txn, Q, k, shard_names, per_query, rerank, expansion, oversample)
-
-    @staticmethod
-    def _exclusions(exclude_docs: Any, n: int) -> list[frozenset]:
-        """One exclusion set per query: ``exclude_docs`` is either ids for all
-        queries, or (in query_many) one iterable of ids per query."""
-        if exclude_docs is None:
-            return [frozenset()] * n
-        if isinstance(exclude_docs, str):
-            return [frozenset([exclude_docs])] * n
-        items = list(exclude_docs)
-        if items and all(x is None or (not isinstance(x, str) and isinstance(x, Iterable)) for x in items):
-            if len(items) != n:
-                raise InvalidInputError(
-                    f"exclude_docs has {len(items)} per-query sets for {n} queries; give one per query, "
-                    "or a flat list of ids to exclude from every query"
-                )
-            return [frozenset([x] if isinstance(x, str) else (x or ())) for x in items]
-        return [frozenset(items)] * n
-
-    def _score_from_distance(self, dist: np.ndarray) -> np.ndarray:
-        return -dist if self.config.metric == "l2sq" else 1.0 - dist
-
-    def _exact_scores(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
-        if self.config.metric == "l2sq":
-            diff = vecs - q
-            return -np.einsum("ij,ij->i", diff, diff)
-        return vecs @ q
-
-    def _search(self, txn, Q, k, shard_names, per_query, rerank, expansion, oversample) -> list[list[Hit]]:
-        available = self._index.shard_sizes(shard_names)
-        want = k * oversample if rerank else k
-        most = max((len(e) for e in per_query), default=0)
-        if most:
-            want += min(most * 4, 4 * k)
-        count = max(1, min(want, available))
-        out: list[list[Hit]] = []
-        if available == 0:
-            return [[] for _ in Q]
-        keys, dist = self._index.search(Q, count, shard_names, expansion)
-        for i, q in enumerate(Q):
-            c = count
-            excluded = per_query[i]
-            ki, di = keys[i], dist[i]
-            while True:
-                hits, accepted = self._resolve(txn, q, ki, di, k, excluded, rerank)
-                if accepted >= k:
-                    break
-                if c >= available:
-                    if len(hits) < k and (excluded or (ki != 0).sum() < available):
-                        # HNSW could not reach every vector (e.g. many exact duplicates):
-                        # a brute-force pass keeps the promise of k hits when k exist.
-                        hits = self._exact(txn, q, k, shard_names, excluded)
-                    break
-                c = min(available, c * 4)
-                kk, dd = self._index.search(q[None, :], c, shard_names, max(expansion or 0, c))
-                ki, di = kk[0], dd[0]
-            out.append(hits)
-        return out
-
-    def _vectors_of(self, txn, keys: list[int]) -> tuple[list[int], np.ndarray]:
-        """Exact stored vectors of chunk ids, skipping deleted ones, in one LMDB call."""
-        found, rows = self._rec.read_vectors(txn, keys)
-        if not found:
-            return [], np.zeros((0, self.config.dim), dtype=np.float32)
-        arr = np.frombuffer(b"".join(rows), dtype=self._vdtype).reshape(len(found), self.config.dim)
-        return found, arr.astype(np.float32, copy=False)
-
-    def _resolve(self, txn, q, keys, dists, k, excluded, rerank) -> tuple[list[Hit], int]:
-        """Turn index candidates into up to k hits; also returns how many candidates qualified."""
-        rec = self._rec
-        valid = [(key, dist) for key, dist in zip(keys.tolist(), dists.tolist()) if key != 0 and dist != float("inf")]
-        if rerank:
-            found, vecs = self._vectors_of(txn, [key for key, _ in valid])
-            scores = self._exact_scores(q, vecs).tolist() if found else []
-            ranked = sorted(zip(scores, found), key=lambda t: (-t[0], t[1]))
-        else:
-            ranked = [(float(s), key) for (key, _), s in zip(valid, self._score_from_distance(np.array([d for _, d in valid], dtype=np.float32)).tolist())]
-            ranked.sort(key=lambda t: (-t[0], t[1]))
-        cur = txn.cursor(db=rec.chunks)
-        records = {int.from_bytes(bytes(kb), "big"): v for kb, v in cur.getmulti([u64(key) for _, key in ranked])}
-        chosen: list[tuple[float, int, list]] = []
-        qualified = 0
-        for score, key in ranked:
-            raw = records.get(key)
-            if raw is None:
-                continue  # deleted after the index saw it
-            c = unpack(raw)
-            if c[0] in excluded:
-                continue
-            qualified += 1
-            if len(chosen) < k:
-                chosen.append((float(score), key, c))
-            elif not excluded:
-                qualified = len(ranked)  # nothing is filtered: every candidate qualifies
-                break
-        return self._hits(txn, chosen), qualified
-
-    def _hits(self, txn, chosen: list[tuple[float, int, list]]) -> list[Hit]:
-        """Build hits with their documents and continuations, fetched in batches."""
-        rec = self._rec
-        docs: dict[str, dict] = {}
-        for _, _, c in chosen:
-            if c[0] not in docs:
-                docs[c[0]] = rec.get_doc(txn, c[0])
-        want = [key + 1 for _, key, c in chosen if c[1] + 1 < docs[c[0]]["n"]]
-        conts = {
-            int.from_bytes(bytes(kb), "big"): v
-            for kb, v in txn.cursor(db=rec.chunks).getmulti([u64(x) for x in want])
-        }
-        hits = []
-        for score, key, c in chosen:
-            doc = docs[c[0]]
-            nxt = conts.get(key + 1) if c[1] + 1 < doc["n"] else None
-            hits.append(
-                Hit(
-                    chunk_id=key,
-                    doc_id=c[0],
-                    source=doc["s"] or None,
-                    position=c[1],
-                    score=score,
-                    text=c[2],
-                    continuation=unpack(nxt)[2] if nxt is not None else None,
-                    start=c[3],
-                    end=c[4],
-                    meta=doc["m"],
-                )
-            )
-        return hits
-
-    def _make_hit(self, txn, key: int, score: float) -> Hit | None:
-        c = self._rec.get_chunk(txn, key)
-        return None if c is None else self._hits(txn, [(score, key, c)])[0]
-
-    def _exact(self, txn, q, k, shard_names, excluded) -> list[Hit]:
-        want = None if shard_names is None else set(shard_names)
-        all_keys, all_scores = [], []
-        for kraw, raw in txn.cursor(db=self._rec.docs):
-            doc = unpack(raw)
-            if want is not None and doc["s"] not in want:
-                continue
-            if excluded and bytes(kraw).decode() in excluded:
-                continue
-            vecs = self._doc_vectors(txn, doc["c0"], doc["n"])
-            if vecs is None:
-                continue
-            all_scores.append(self._exact_scores(q, vecs))
-            all_keys.append(np.arange(doc["c0"], doc["c0"] + len(vecs), dtype=np.int64))
-        if not all_keys:
-            return []
-        keys = np.concatenate(all_keys)
-        scores = np.concatenate(all_scores)
-        order = np.lexsort((keys, -scores))[:k]
-        return self._hits(txn, [(float(scores[j]), int(keys[j]), self._rec.get_chunk(txn, int(keys[j]))) for j in order])
 
     def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
         """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.

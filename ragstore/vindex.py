@@ -140,13 +140,15 @@ class VectorIndex:
         names = [s for s in (self.shards if sources is None else sources) if s in self.shards]
         names = [s for s in names if len(self.shards[s])]
         all_keys, all_dist = [], []
+        # a thread pool costs more than one query's search: one thread for one query
+        threads = 1 if n == 1 else self.threads
         for name in names:
             shard = self.shards[name]
-            if expansion is not None:
-                shard.expansion_search = max(expansion, count)
-            elif shard.expansion_search < count:
-                shard.expansion_search = count
-            m = shard.search(queries, min(count, len(shard)), threads=self.threads)
+            ef = self.expansion_search if expansion is None else expansion
+            ef = max(ef, count)
+            if shard.expansion_search != ef:
+                shard.expansion_search = ef
+            m = shard.search(queries, min(count, len(shard)), threads=threads)
             if n == 1 and not hasattr(m, "counts"):
                 keys = np.zeros((1, count), dtype=np.uint64)
                 dist = np.full((1, count), np.inf, dtype=np.float32)
@@ -159,8 +161,6 @@ class VectorIndex:
                 valid = np.arange(cols)[None, :] < np.asarray(m.counts)[:, None]
                 keys[:, :cols] = np.where(valid, m.keys, 0)
                 dist[:, :cols] = np.where(valid, m.distances, np.inf)
-            if expansion is not None:
-                shard.expansion_search = self.expansion_search
             all_keys.append(keys)
             all_dist.append(dist)
         if not all_keys:

@@ -885,6 +885,34 @@ def test_add_many_bad_doc_in_middle(store):
     assert (summary.unchanged, summary.added) == (3, 2)
 
 
+def test_add_many_errors_found_when_chunking(store):
+    """Documents are cut into chunks a stage (up to 64) at a time: an error found
+    only then (no tokens; wrong vector count) still commits exactly the documents
+    before it, reports in input order, and keeps results in input order."""
+    docs = [Doc(f"d{i}", f"document number {i} about things") for i in range(10)]
+    with pytest.raises(InvalidInputError, match="no tokens"):
+        store.add_many(docs[:4] + [Doc("bad", "\u200b")] + docs[4:], batch_size=1000)
+    assert sorted(store.doc_ids()) == ["d0", "d1", "d2", "d3"] and store.check().ok
+    with pytest.raises(InvalidInputError, match="shape"):
+        store.add_many(docs[4:6] + [Doc("v", "one short text", vectors=np.ones((3, 32)))] + docs[6:], batch_size=1000)
+    assert sorted(store.doc_ids()) == [f"d{i}" for i in range(6)]
+    with pytest.raises(AlreadyExistsError):  # raised while checking, after staged documents
+        store.add_many(docs[6:8] + [Doc("d0", "again")] + docs[8:], batch_size=1000)
+    assert sorted(store.doc_ids()) == [f"d{i}" for i in range(8)] and store.check().ok
+    seen = []
+    more = [Doc(f"e{i}", f"more text number {i}") for i in range(150)]
+    more[70] = Doc("bad70", "\x01")
+    more[100] = Doc("e5", "the same id twice in one call: the later wins")
+    summary = store.add_many(docs + more, replace=True, batch_size=7,
+                             on_invalid=lambda i, doc_id, err: seen.append((i, doc_id)))
+    assert seen == [(80, "bad70")]
+    assert (summary.unchanged, summary.added, summary.replaced, summary.skipped) == (8, 150, 1, 1)
+    assert store.get("e5").text.startswith("the same id") and store.check().ok
+    results = store.add_many([Doc(f"r{i}", f"text {i}") for i in range(3)] + [Doc("d1", "document number 1 about things")],
+                             replace=True)
+    assert summary.documents == 160 and results.documents == 4 and results.unchanged == 1
+
+
 def test_add_many_on_invalid_skips_and_reports(store):
     seen = []
     docs = [Doc("g0", "good one"), Doc("b0", "  "), {"id": 7, "text": "bad id"}, Doc("g1", "good two"),
