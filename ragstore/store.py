@@ -713,9 +713,15 @@ class Store(QueryMixin):
         # the tokenizer encodes a whole stage in parallel (one call per document
         # left a core idle). Stages are handled in input order, so errors, results
         # and commits come in the order of the input.
-        staged: list[tuple] = []  # (i, raw, checked document or None when unchanged)
+        # A stage also ends once it may hold enough chunks to fill the batch (a
+        # token covers at least one UTF-8 byte, so bytes / chunk_tokens bounds a
+        # document's chunks): commits come at the same documents as when each
+        # was chunked alone, which matters for a slow stream such as stdin.
+        staged: list[tuple] = []  # (i, raw, checked document, or (id, n) when unchanged)
         staged_ids: set[str] = set()
         staged_chars = 0
+        staged_most = 0  # most chunks the staged documents can make
+        ct = self.config.chunk_tokens
 
         def check(i: int, raw: Any) -> tuple | None:
             d = self._coerce_doc(raw, i)
@@ -759,13 +765,13 @@ class Store(QueryMixin):
                 report()
 
         def run_stage() -> None:
-            nonlocal pending_chunks, staged_chars
+            nonlocal pending_chunks, staged_chars, staged_most
             if not staged:
                 return
             items = list(staged)
             staged.clear()
             staged_ids.clear()
-            staged_chars = 0
+            staged_chars = staged_most = 0
             todo = [(j, it[2]) for j, it in enumerate(items) if len(it[2]) > 2]
             cut = dict(zip((j for j, _ in todo), chunker.chunk_each([c[1] for _, c in todo])))
             for j, (i, raw, c) in enumerate(items):
@@ -809,7 +815,8 @@ class Store(QueryMixin):
                     if len(c) > 2:
                         staged_ids.add(c[0])
                         staged_chars += len(c[1])
-                    if len(staged) >= 64 or staged_chars >= 1 << 18:
+                        staged_most += -(-len(c[1].encode("utf-8", "surrogatepass")) // ct)
+                    if len(staged) >= 64 or staged_chars >= 1 << 18 or pending_chunks + staged_most >= batch_size:
                         run_stage()
                 run_stage()
                 flush()
