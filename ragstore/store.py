@@ -717,13 +717,14 @@ class Store(QueryMixin):
         # token covers at least one UTF-8 byte, so bytes / chunk_tokens bounds a
         # document's chunks): commits come at the same documents as when each
         # was chunked alone, which matters for a slow stream such as stdin.
-        staged: list[tuple] = []  # (i, raw, checked document, or (id, n) when unchanged)
+        # (i, raw, c): c is (id, text, source, meta, hash, vectors, status), or (id, n) when unchanged
+        staged: list[tuple] = []
         staged_ids: set[str] = set()
         staged_chars = 0
         staged_most = 0  # most chunks the staged documents can make
         ct = self.config.chunk_tokens
 
-        def check(i: int, raw: Any) -> tuple | None:
+        def check(i: int, raw: Any) -> tuple:
             d = self._coerce_doc(raw, i)
             doc_id = self._check_doc_id(d.id)
             text = check_text(d.text, f"text of document {doc_id!r}")
