@@ -61,7 +61,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ragstore.minilm import MiniLM  # noqa: E402
+from ragstore.embedders.minilm import MiniLM  # noqa: E402
 
 WIKI = Path(os.environ.get("RAGSTORE_SHARED_DATA", "/work/shared/data")) / "wiki" / "wiki-AA.jsonl.gz"
 

@@ -8,7 +8,7 @@
 Data: the cached MiniLM vectors of 64-token Wikipedia chunks (benchmarks/embed_cache.py),
 whole documents, up to --chunks (whatever is cached; the output says how many were used).
 Queries: --queries held-out chunks: the chunks after the N stored when the cache has them,
-else a slice of WikiText-2 valid embedded with ragstore.minilm.MiniLM (cached). Ground
+else a slice of WikiText-2 valid embedded with ragstore.embedders.minilm.MiniLM (cached). Ground
 truth: exact top-10 by numpy brute force over the same vectors (cached).
 
 Each system runs in fresh subprocesses: one builds it (timed ingest, made durable) and sweeps
@@ -166,8 +166,8 @@ def unit(X: np.ndarray) -> np.ndarray:
 
 
 def chunker():
-    from ragstore.chunking import Chunker
-    from ragstore.minilm import find_default_weights
+    from ragstore.engine.chunking import Chunker
+    from ragstore.embedders.minilm import find_default_weights
 
     w = find_default_weights()
     if w is None:
@@ -178,11 +178,11 @@ def chunker():
 def wikitext_queries(n: int) -> tuple[np.ndarray, str]:
     """n chunks of WikiText-2 valid, evenly spread, embedded with MiniLM (cached)."""
     cache = BENCH / f"queries-wikitext2-valid-{n}.npz"
-    desc = f"{n} chunks of WikiText-2 valid (64 tokens, evenly spread), embedded with ragstore.minilm.MiniLM"
+    desc = f"{n} chunks of WikiText-2 valid (64 tokens, evenly spread), embedded with ragstore.embedders.minilm.MiniLM"
     if cache.exists():
         with np.load(cache) as z:
             return z["vectors"], desc
-    from ragstore.minilm import MiniLM
+    from ragstore.embedders.minilm import MiniLM
 
     text = gzip.open(WIKITEXT, "rt", encoding="utf-8").read()
     paras = []

@@ -203,7 +203,7 @@ def main(argv=None) -> dict:
     minilm_ms = None
     if args.embedder == "hash":
         try:
-            from ragstore.embed import resolve
+            from ragstore.embedders import resolve
 
             m = resolve("minilm")
             chunks = [c.text for c in retro.split_sequence(store, runs[0])]

@@ -5,7 +5,7 @@
 
 Builds a temporary store from the wiki sample in ../shared/data (at most
 ``--chunks`` chunks: MiniLM embeds ~100 chunks/s here), starts
-``python -m ragstore.server`` on a free loopback port, and has ``--clients``
+``python -m ragstore.serving.http`` on a free loopback port, and has ``--clients``
 asyncio clients send ``POST /query`` (a text, k=10) back to back until the
 time is up. Prints requests, errors, QPS and latency percentiles; the server
 is stopped at the end. Traffic goes to 127.0.0.1 only and the run is bounded
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_docs, n_chunks, queries = build_store(store, a.embedder, a.chunks)
         build_s = time.perf_counter() - t0
         port = free_port()
-        cmd = [sys.executable, "-m", "ragstore.server", str(store), "--port", str(port), "--workers", str(a.workers),
+        cmd = [sys.executable, "-m", "ragstore.serving.http", str(store), "--port", str(port), "--workers", str(a.workers),
                "--no-access-log", "--log-level", "info"]
         if a.embedder == "hash":
             cmd += ["--embedder", "helpers:HashEmbedder"]

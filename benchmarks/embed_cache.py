@@ -79,8 +79,8 @@ def _stored_vectors(store, doc_id: str, chunks) -> "np.ndarray | None":
 
 def build(cache: Path, target: int, from_store: Path | None = None) -> None:
     import ragstore
-    from ragstore.chunking import Chunker
-    from ragstore.minilm import MiniLM
+    from ragstore.engine.chunking import Chunker
+    from ragstore.embedders.minilm import MiniLM
 
     cache.mkdir(parents=True, exist_ok=True)
     have, next_doc = cached_state(cache)

@@ -97,7 +97,7 @@ def serve(
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
     """Serve a store over HTTP (JSON API; OpenAPI schema at /openapi.json, docs at /docs)."""
-    from ragstore.server import serve as run_server
+    from ragstore.serving.http import serve as run_server
 
     if not _is_loopback(host) and not token:
         _warn(f"serving on {host} without --token: anyone who can reach this address can read"
@@ -117,7 +117,7 @@ def mcp(
     lock_timeout: float = typer.Option(10.0, "--lock-timeout", min=0.0, help="Seconds a write waits for the writer lock."),
 ) -> None:
     """Serve a store as Model Context Protocol tools over stdio (for LLM apps)."""
-    from ragstore.mcp_server import run_stdio
+    from ragstore.serving.mcp import run_stdio
 
     run_stdio(str(store), readonly=read_only, embedder=embedder, lock_timeout=lock_timeout)
 

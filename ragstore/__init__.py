@@ -1,6 +1,8 @@
 """ragstore: an embedded on-disk datastore for retrieval-based language models."""
 
-from . import embed, pipeline, prompting, retro
+from . import _compat, embedders
+from .embedders import base as embed  # noqa: F401 - the 0.1 name of the embedder registry
+from .retrieval import pipeline, prompting, retro
 from .errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -34,6 +36,7 @@ __all__ = [
     "open",
     "Store",
     "embed",
+    "embedders",
     "retro",
     "pipeline",
     "prompting",

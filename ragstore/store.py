@@ -22,8 +22,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import msgpack
 import numpy as np
 
-from . import embed as _embed
-from .chunking import ChunkedDoc, Chunker, check_text
+from .embedders import base as _embed
+from .engine.chunking import ChunkedDoc, Chunker, check_text
 from .errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -34,8 +34,8 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from .records import ADD, DEL, Records, pack, u64, unpack
-from .search import QueryMixin
+from .engine.records import ADD, DEL, Records, pack, u64, unpack
+from .engine.search import QueryMixin
 from .types import (
     AddResult,
     CheckReport,
@@ -49,7 +49,7 @@ from .types import (
     Stats,
     StoreConfig,
 )
-from .vindex import VectorIndex, fsync_path
+from .engine.index import VectorIndex, fsync_path
 
 __all__ = ["Store", "open", "SCHEMA_VERSION"]
 
@@ -1040,10 +1040,10 @@ class Store(QueryMixin):
     def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
         """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.
 
-        See :func:`ragstore.retro.retrieve_sequence` for the options (``k``,
+        See :func:`ragstore.retrieval.retro.retrieve_sequence` for the options (``k``,
         ``shift``, ``exclude_docs``, ``tokenizer``, ``max_overlap`` ...).
         """
-        from .retro import retrieve_sequence  # the RETRO layer builds on the store, not the reverse
+        from .retrieval.retro import retrieve_sequence  # the RETRO layer builds on the store, not the reverse
 
         return retrieve_sequence(self, text_or_token_ids, **kwargs)
 

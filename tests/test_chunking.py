@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 import ragstore
 from helpers import tokenizer_path, wiki_docs
-from ragstore.chunking import Chunker, check_text, load_tokenizer
+from ragstore.engine.chunking import Chunker, check_text, load_tokenizer
 from ragstore.errors import InvalidInputError, RagstoreError
 
 TOK_PATH = tokenizer_path()

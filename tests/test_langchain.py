@@ -15,7 +15,7 @@ pytest.importorskip("pytest_asyncio")  # the standard suite has async tests
 from langchain_core.documents import Document  # noqa: E402
 from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
 
-from ragstore.integrations.langchain import CONTENT_KEY, RagstoreVectorStore  # noqa: E402
+from ragstore.serving.langchain import CONTENT_KEY, RagstoreVectorStore  # noqa: E402
 
 
 class TestRagstoreVectorStoreStandard(VectorStoreIntegrationTests):

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from ragstore import embed
-from ragstore.embed import CallableEmbedder, Embedder, Precomputed, resolve
+from ragstore.embedders import CallableEmbedder, Embedder, Precomputed, resolve
 from ragstore.errors import EmbedderNotAvailableError, InvalidInputError
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "minilm_reference.npz"
 REPO = Path(__file__).resolve().parents[1]
 
-minilm = pytest.importorskip("ragstore.minilm")
+minilm = pytest.importorskip("ragstore.embedders.minilm")
 MiniLM = minilm.MiniLM
 
 
@@ -293,9 +293,9 @@ def test_unsupported_model_type(model, tmp_path):
 
 def test_import_embed_does_not_import_torch():
     code = (
-        "import sys, ragstore.embed, ragstore.minilm\n"
+        "import sys, ragstore.embedders, ragstore.embedders.minilm\n"
         "try:\n"
-        "    ragstore.embed.resolve('minilm').encode(['hi'])\n"
+        "    ragstore.embedders.resolve('minilm').encode(['hi'])\n"
         "except ragstore.errors.EmbedderNotAvailableError:\n"
         "    pass\n"
         "heavy = ('torch', 'onnxruntime', 'sentence_transformers', 'transformers', 'scipy')\n"

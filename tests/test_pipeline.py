@@ -16,7 +16,7 @@ import pytest
 
 import ragstore
 from helpers import DATA, HashEmbedder, read_jsonl, tokenizer_path, wiki_docs
-from ragstore.chunking import Chunker
+from ragstore.engine.chunking import Chunker
 from ragstore import pipeline as P
 from ragstore.errors import InvalidInputError
 

@@ -8,8 +8,8 @@ import pytest
 import ragstore
 from helpers import HashEmbedder, gpt2_style_tokenizer, tokenizer_path, wiki_docs
 from ragstore.errors import InvalidInputError
-from ragstore.prompting import build_prompt, ralm_prompt
-from ragstore.retro import as_tokenizer
+from ragstore.retrieval.prompting import build_prompt, ralm_prompt
+from ragstore.retrieval.retro import as_tokenizer
 
 
 @pytest.fixture(scope="module")

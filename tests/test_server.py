@@ -175,7 +175,7 @@ def test_health_is_open_everything_else_needs_the_token(servers):
 def test_served_openapi_schema_is_the_committed_one(rw):
     served = rw.get("/openapi.json").json()
     committed = json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))
-    assert served == committed, "regenerate: python -m ragstore.server --openapi > docs/openapi.json"
+    assert served == committed, "regenerate: python -m ragstore.serving.http --openapi > docs/openapi.json"
 
 
 # ---------------------------------------------------------------------- documents
@@ -296,7 +296,7 @@ def test_errors_map_to_status_codes(rw):
 
 def test_another_writer_holding_the_lock_gives_423(tmp_path):
     """In-process app: a second Store in this process holds the flock."""
-    from ragstore.server import create_app
+    from ragstore.serving.http import create_app
 
     path = tmp_path / "locked"
     make_store(path, n_docs=1)
@@ -312,7 +312,7 @@ def test_another_writer_holding_the_lock_gives_423(tmp_path):
 
 
 def test_internal_errors_are_logged_and_answered_generically(tmp_path, caplog):
-    from ragstore.server import create_app
+    from ragstore.serving.http import create_app
 
     path = tmp_path / "s"
     make_store(path, n_docs=1)
@@ -333,11 +333,11 @@ def test_internal_errors_are_logged_and_answered_generically(tmp_path, caplog):
 
 
 def test_precomputed_store_takes_vectors_and_refuses_text(tmp_path):
-    from ragstore.server import create_app
+    from ragstore.serving.http import create_app
 
     path = tmp_path / "pre"
     emb = HashEmbedder()
-    with ragstore.open(path, embedder=ragstore.embed.Precomputed(32, tokenizer_json=emb.tokenizer_json()),
+    with ragstore.open(path, embedder=ragstore.embedders.Precomputed(32, tokenizer_json=emb.tokenizer_json()),
                        chunk_tokens=16) as st:
         app = create_app(st)
         with TestClient(app, raise_server_exceptions=False) as c:

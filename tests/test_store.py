@@ -36,7 +36,7 @@ from ragstore import (
     StoreClosedError,
     StoreLockedError,
 )
-from ragstore.embed import Precomputed
+from ragstore.embedders import Precomputed
 
 SOURCES = ("wiki-a", "wiki-b", None)
 EPS = 1e-5
@@ -1326,7 +1326,7 @@ def _fast_embedder():
     def fn(texts):
         return np.stack([np.random.default_rng(len(t)).standard_normal(8) for t in texts]).astype(np.float32)
 
-    return ragstore.embed.CallableEmbedder(
+    return ragstore.embedders.CallableEmbedder(
         fn, dim=8, name="fast-random-test", tokenizer_json=open(tokenizer_path(), encoding="utf-8").read()
     )
 

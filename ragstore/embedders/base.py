@@ -24,7 +24,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import EmbedderNotAvailableError, InvalidInputError
+from ..errors import EmbedderNotAvailableError, InvalidInputError
 
 __all__ = [
     "Embedder",
@@ -156,7 +156,7 @@ def resolve(spec: "str | Embedder") -> Embedder:
     prefix, _, arg = spec.partition(":")
     if prefix == "precomputed":
         raise InvalidInputError(
-            f"store uses precomputed vectors ({spec}); open it with embedder=ragstore.embed.Precomputed(dim)"
+            f"store uses precomputed vectors ({spec}); open it with embedder=ragstore.embedders.Precomputed(dim)"
         )
     factory = _REGISTRY.get(prefix)
     if factory is None:

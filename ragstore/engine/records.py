@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import lmdb
 import msgpack
 
-from .errors import CorruptStoreError, RagstoreError, StoreLockedError
+from ..errors import CorruptStoreError, RagstoreError, StoreLockedError
 
 __all__ = ["Records", "ADD", "DEL", "u64", "from_u64"]
 

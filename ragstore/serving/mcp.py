@@ -21,9 +21,9 @@ import logging
 import sys
 from typing import Any
 
-from .errors import RagstoreError
-from .integrations import load_embedder
-from .store import Store
+from ..errors import RagstoreError
+from ..embedders.loading import load_embedder
+from ..store import Store
 
 __all__ = ["build_server", "run_stdio"]
 
@@ -158,10 +158,10 @@ def run_stdio(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ragstore.mcp_server STORE [--read-only] [--embedder SPEC]``."""
+    """``python -m ragstore.serving.mcp STORE [--read-only] [--embedder SPEC]``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m ragstore.mcp_server", description="Serve a store as MCP tools over stdio.")
+    p = argparse.ArgumentParser(prog="python -m ragstore.serving.mcp", description="Serve a store as MCP tools over stdio.")
     p.add_argument("store")
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--embedder", default=None)

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .chunking import check_text
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .records import from_u64, u64, unpack
-from .types import Hit
+from ..types import Hit
 
 __all__ = ["QueryMixin"]
 

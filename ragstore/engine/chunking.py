@@ -16,8 +16,8 @@ from typing import Sequence
 
 from tokenizers import Tokenizer
 
-from .errors import InvalidInputError
-from .types import Chunk
+from ..errors import InvalidInputError
+from ..types import Chunk
 
 __all__ = ["Chunker", "ChunkedDoc", "load_tokenizer", "check_text"]
 

@@ -39,9 +39,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from .chunking import check_text, load_tokenizer
-from .errors import InvalidInputError
-from .types import Hit
+from ..engine.chunking import check_text, load_tokenizer
+from ..errors import InvalidInputError
+from ..types import Hit
 
 __all__ = [
     "LMTokenizer",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .retro import LMTokenizer, as_tokenizer
-from .types import Hit
+from ..types import Hit
 
 __all__ = ["DEFAULT_TEMPLATE", "DEFAULT_PASSAGE_TEMPLATE", "Prompt", "build_prompt", "ralm_prompt"]
 

@@ -1,7 +1,7 @@
 """HTTP server: a JSON API over one store (FastAPI on uvicorn).
 
 Install with ``pip install 'ragstore[server]'``; run with ``ragstore serve STORE``
-(or ``python -m ragstore.server STORE``). See docs/server.md.
+(or ``python -m ragstore.serving.http STORE``). See docs/server.md.
 
 - :func:`create_app` builds the ASGI app over a store path or an open
   :class:`~ragstore.Store` (pass ``embedder=`` for a store made with a custom
@@ -51,8 +51,8 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     AlreadyExistsError,
     ConfigMismatchError,
     CorruptStoreError,
@@ -64,13 +64,13 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from .integrations import load_embedder
-from .store import Store
-from .types import Doc, Hit
+from ..embedders.loading import load_embedder
+from ..store import Store
+from ..types import Doc, Hit
 
 __all__ = ["create_app", "serve", "app_from_env", "openapi_schema", "load_embedder", "ERROR_STATUS", "main"]
 
-log = logging.getLogger("ragstore.server")
+log = logging.getLogger("ragstore.serving.http")
 
 MAX_K = 1000
 MAX_RETRO_K = 100
@@ -746,8 +746,8 @@ def create_app(
 
 
 def _retrieve_sequence(store: Store, req: RetrieveRequest) -> list[dict[str, Any]]:
-    """RETRO retrieval for a whole sequence (:func:`ragstore.retro.retrieve_sequence`)."""
-    from .retro import retrieve_sequence
+    """RETRO retrieval for a whole sequence (:func:`ragstore.retrieval.retro.retrieve_sequence`)."""
+    from ..retrieval.retro import retrieve_sequence
 
     r = retrieve_sequence(
         store, req.text, k=req.k, exclude_docs=req.exclude_docs, shift=req.shift, max_overlap=req.max_overlap,
@@ -892,7 +892,7 @@ def serve(
     try:
         if not readonly:
             cfg["writer_uds"] = os.path.join(sockdir, "writer.sock")
-            cmd = [sys.executable, "-m", "ragstore.server", path, "--uds", cfg["writer_uds"], "--writer",
+            cmd = [sys.executable, "-m", "ragstore.serving.http", path, "--uds", cfg["writer_uds"], "--writer",
                    "--lock-timeout", str(lock_timeout), "--max-body-mb", str(max_body_bytes / 1e6),
                    "--log-level", log_level, "--no-access-log"] + (["--threads", str(threads)] if threads else [])
             if embedder:
@@ -900,7 +900,7 @@ def serve(
             writer = subprocess.Popen(cmd)
             _wait_for_writer(writer, cfg["writer_uds"], timeout=600.0)  # it loads the index
         os.environ[ENV_CONFIG] = json.dumps(cfg)
-        uvicorn.run("ragstore.server:app_from_env", factory=True, workers=workers, log_level=log_level,
+        uvicorn.run("ragstore.serving.http:app_from_env", factory=True, workers=workers, log_level=log_level,
                     access_log=access_log, timeout_keep_alive=int(keep_alive), **where)
     finally:
         os.environ.pop(ENV_CONFIG, None)
@@ -915,12 +915,12 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ragstore.server STORE [options]`` (``ragstore serve`` has the same options).
+    """``python -m ragstore.serving.http STORE [options]`` (``ragstore serve`` has the same options).
 
-    ``python -m ragstore.server --openapi`` prints the OpenAPI schema."""
+    ``python -m ragstore.serving.http --openapi`` prints the OpenAPI schema."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m ragstore.server", description="Serve a ragstore store over HTTP.")
+    p = argparse.ArgumentParser(prog="python -m ragstore.serving.http", description="Serve a ragstore store over HTTP.")
     p.add_argument("store", nargs="?")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)

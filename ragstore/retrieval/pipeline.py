@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .types import Hit
+from ..errors import InvalidInputError
+from ..types import Hit
 
 __all__ = [
     "DomainInfo",

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import EmbedderNotAvailableError, InvalidInputError
+from ..errors import EmbedderNotAvailableError, InvalidInputError
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor

@@ -1,10 +1,6 @@
-"""Adapters that attach a store to other frameworks (optional extras).
+"""Embedders named on a command line: registered specs, or ``module:attr`` imports.
 
-- :mod:`ragstore.integrations.langchain`: a LangChain ``VectorStore``
-  (``pip install 'ragstore[langchain]'``).
-
-The HTTP server (:mod:`ragstore.server`) and the MCP server
-(:mod:`ragstore.mcp_server`) share :func:`load_embedder`.
+The HTTP server, the MCP server and the CLI share :func:`load_embedder`.
 """
 
 from __future__ import annotations
@@ -12,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .. import embed as _embed
+from . import base as _embed
 from ..errors import EmbedderNotAvailableError, InvalidInputError
 
 __all__ = ["load_embedder"]

@@ -3,7 +3,7 @@
 ``pip install 'ragstore[langchain]'`` (langchain-core). It passes LangChain's
 standard ``VectorStoreIntegrationTests`` (see tests/test_langchain.py)::
 
-    from ragstore.integrations.langchain import RagstoreVectorStore
+    from ragstore.serving.langchain import RagstoreVectorStore
 
     vs = RagstoreVectorStore("my.store", embedding=OpenAIEmbeddings())
     vs.add_documents(docs)                      # LangChain Documents
@@ -30,7 +30,7 @@ How LangChain's model maps onto ragstore's (see docs/server.md):
 - Scores from ``similarity_search_with_score`` are similarities (higher is
   better): cosine by default. Relevance scores map them into [0, 1].
 - LangChain's ``Embeddings`` becomes the store's embedder through
-  :class:`ragstore.embed.CallableEmbedder`, named
+  :class:`ragstore.embedders.CallableEmbedder`, named
   ``langchain:<module.Class>[/<model>]``; a store remembers it and refuses
   another model.
 """
@@ -59,7 +59,7 @@ except ImportError as e:  # pragma: no cover - exercised without the extra
 
 import numpy as np
 
-from ..embed import CallableEmbedder
+from ..embedders.base import CallableEmbedder
 from ..errors import InvalidInputError
 from ..store import Store
 from ..types import Doc, Hit
