@@ -15,6 +15,7 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
 )
+from .config import QueryOptions
 from .store import Store, open
 from .types import (
     AddResult,
@@ -51,6 +52,7 @@ __all__ = [
     "CheckReport",
     "CompactResult",
     "StoreConfig",
+    "QueryOptions",
     "RagstoreError",
     "InvalidInputError",
     "NotFoundError",

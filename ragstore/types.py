@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import StoreConfig
+
 __all__ = [
     "Doc",
     "Chunk",
@@ -18,7 +20,7 @@ __all__ = [
     "Stats",
     "CheckReport",
     "CompactResult",
-    "StoreConfig",
+    "StoreConfig",  # defined in config.py, re-exported for 0.1 imports
 ]
 
 
@@ -197,24 +199,3 @@ class CompactResult:
     bytes_after: int
     tombstones_removed: int
     lmdb_compacted: bool
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Fixed at creation and recorded in the store."""
-
-    schema_version: int
-    embedder: str
-    embedder_fingerprint: str
-    dim: int
-    normalized: bool
-    tokenizer_hash: str
-    chunk_tokens: int
-    metric: str
-    index_dtype: str
-    vector_dtype: str
-    connectivity: int
-    created_at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)

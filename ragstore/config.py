@@ -1,0 +1,167 @@
+"""One definition of each option: the store's fixed configuration and the query options.
+
+- :class:`StoreConfig`: fixed when a store is created and recorded in it;
+  :func:`new_store_options` fills the defaults and validates the choices of a
+  new store, :func:`check_reopen` compares what a caller asked for with what
+  the store recorded.
+- :class:`QueryOptions`: how a query searches; the same object (and the same
+  defaults) for :meth:`Store.query`, :meth:`Store.query_many`, the RETRO
+  functions, the HTTP models and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigMismatchError, InvalidInputError
+
+__all__ = [
+    "StoreConfig",
+    "QueryOptions",
+    "SCHEMA_VERSION",
+    "METRICS",
+    "INDEX_DTYPES",
+    "VECTOR_DTYPES",
+    "STORE_DEFAULTS",
+    "MAX_DOC_ID_BYTES",
+    "MAX_SOURCE_CHARS",
+    "new_store_options",
+    "check_reopen",
+]
+
+SCHEMA_VERSION = 1
+METRICS = ("cos", "ip", "l2sq")
+INDEX_DTYPES = ("f32", "f16", "i8")
+VECTOR_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+STORE_DEFAULTS: dict[str, Any] = dict(
+    chunk_tokens=64,
+    metric="cos",
+    # f16 halves the index's memory against f32 with no measurable recall loss on
+    # sentence embeddings; exact re-scoring from LMDB's f32 copies removes what is left.
+    index_dtype="f16",
+    vector_dtype="f32",
+    connectivity=16,
+)
+MAX_DOC_ID_BYTES = 480  # LMDB keys are limited to 511 bytes
+MAX_SOURCE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Fixed at creation and recorded in the store."""
+
+    schema_version: int
+    embedder: str
+    embedder_fingerprint: str
+    dim: int
+    normalized: bool
+    tokenizer_hash: str
+    chunk_tokens: int
+    metric: str
+    index_dtype: str
+    vector_dtype: str
+    connectivity: int
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def vector_numpy_dtype(self) -> np.dtype:
+        """The dtype of the vector copies kept in LMDB."""
+        return VECTOR_DTYPES[self.vector_dtype]
+
+    @property
+    def precomputed(self) -> bool:
+        """True when the store has no embedder and takes vectors only."""
+        return self.embedder.startswith("precomputed")
+
+
+def new_store_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a new store: ``given`` (None means default), validated."""
+    opts = {k: (STORE_DEFAULTS[k] if given.get(k) is None else given[k]) for k in STORE_DEFAULTS}
+    if opts["metric"] not in METRICS:
+        raise InvalidInputError(f"metric must be one of {', '.join(METRICS)}, got {opts['metric']!r}")
+    if opts["index_dtype"] not in INDEX_DTYPES:
+        raise InvalidInputError(f"index_dtype must be one of {', '.join(INDEX_DTYPES)}, got {opts['index_dtype']!r}")
+    if opts["index_dtype"] == "i8" and opts["metric"] != "cos":
+        raise InvalidInputError(
+            "index_dtype='i8' needs metric='cos' (usearch scales int8 for unit vectors); "
+            "use index_dtype='f16' with this metric"
+        )
+    if opts["vector_dtype"] not in VECTOR_DTYPES:
+        raise InvalidInputError(f"vector_dtype must be 'f32' or 'f16', got {opts['vector_dtype']!r}")
+    if not isinstance(opts["connectivity"], int) or not 2 <= opts["connectivity"] <= 256:
+        raise InvalidInputError(f"connectivity must be an integer in 2..256, got {opts['connectivity']!r}")
+    return opts
+
+
+def check_reopen(path: str, recorded: StoreConfig, given: Mapping[str, Any]) -> None:
+    """Refuse options that differ from what the store at ``path`` recorded."""
+    raw = recorded.to_dict()
+    for key, value in given.items():
+        if value is not None and value != raw[key]:
+            raise ConfigMismatchError(
+                f"store {path} was created with {key}={raw[key]!r}, not {value!r}; "
+                f"leave {key} unset to use the store's, or create a new store"
+            )
+
+
+def _positive_int(name: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How a query searches. Every default is defined here once.
+
+    - ``k``: hits per query.
+    - ``sources``: search only these sources' shards (unknown names match
+      nothing); None searches all.
+    - ``exclude_docs``: never return chunks of these documents; k hits are
+      still returned when k other chunks exist (the search widens as needed).
+      In :meth:`Store.query_many` also one iterable of ids per query.
+    - ``rerank``: re-score ``oversample * k`` index candidates with the exact
+      vectors kept in LMDB, so scores are exact. None: on when the index is
+      quantized (f16, i8), off for an f32 index (its scores are exact).
+    - ``exact``: brute force over every stored vector (slow; ground truth).
+    - ``expansion``: HNSW search breadth for this query (higher: better recall).
+    - ``oversample``: candidates re-scored per hit. None: 1 for an f16 index
+      (f16 ranks like f32: more candidates buy no recall, measured in
+      docs/benchmarks.md; the scores are still exact) and 4 for i8.
+    """
+
+    k: int = 10
+    sources: Sequence[str] | None = None
+    exclude_docs: Iterable[Any] | None = None
+    rerank: bool | None = None
+    exact: bool = False
+    expansion: int | None = None
+    oversample: int | None = None
+
+    def replace(self, **changes: Any) -> "QueryOptions":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "QueryOptions":
+        """Raise :class:`InvalidInputError` for an option out of its range; returns self."""
+        _positive_int("k", self.k)
+        _positive_int("oversample", self.oversample, optional=True)
+        _positive_int("expansion", self.expansion, optional=True)
+        for name in ("rerank",):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, bool):
+                raise InvalidInputError(f"{name} must be true, false or None, got {v!r}")
+        if not isinstance(self.exact, bool):
+            raise InvalidInputError(f"exact must be true or false, got {self.exact!r}")
+        return self
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
