@@ -165,3 +165,11 @@ class QueryOptions:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    def merged(self, **given: Any) -> "QueryOptions":
+        """These options with each of ``given`` that is not None put in its place."""
+        changes = {k: v for k, v in given.items() if v is not None}
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise InvalidInputError(f"unknown query option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}")
+        return dataclasses.replace(self, **changes) if changes else self

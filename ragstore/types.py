@@ -20,6 +20,7 @@ __all__ = [
     "Stats",
     "CheckReport",
     "CompactResult",
+    "Deleted",
     "StoreConfig",  # defined in config.py, re-exported for 0.1 imports
 ]
 
@@ -199,3 +200,24 @@ class CompactResult:
     bytes_after: int
     tombstones_removed: int
     lmdb_compacted: bool
+
+
+class Deleted(int):
+    """What :meth:`Store.delete_many` deleted: the number of chunks removed (an
+    int, as in 0.1) with the ids of the documents removed in ``doc_ids``."""
+
+    doc_ids: tuple[str, ...]
+
+    def __new__(cls, chunks: int, *, doc_ids: tuple[str, ...] = ()) -> "Deleted":
+        self = super().__new__(cls, chunks)
+        self.doc_ids = doc_ids
+        return self
+
+    @property
+    def chunks(self) -> int:
+        return int(self)
+
+    __str__ = int.__repr__  # printed and formatted as the number, as 0.1 did
+
+    def __repr__(self) -> str:
+        return f"Deleted(chunks={int(self)}, doc_ids={self.doc_ids!r})"

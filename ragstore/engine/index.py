@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
+import time
 from typing import Iterable, Sequence
 
 import msgpack
 import numpy as np
 from usearch.index import Index
 
-__all__ = ["VectorIndex", "MANIFEST"]
+__all__ = ["VectorIndex", "MANIFEST", "fsync_path"]
 
 MANIFEST = "manifest.msgpack"
 
@@ -39,7 +39,13 @@ def _shard_file(source: str, seq: int, gen: int) -> str:
 
 
 class VectorIndex:
-    """usearch shards keyed by source; distances merged across shards."""
+    """usearch shards keyed by source; distances merged across shards.
+
+    It knows which change-log entry its contents include (``applied_seq``),
+    which one its last checkpoint on disk includes (``checkpoint_seq``) and
+    which shards changed since (``dirty``); :class:`~.sync.IndexSync` decides
+    what to apply, this class keeps its own state consistent with what it holds.
+    """
 
     def __init__(
         self,
@@ -62,11 +68,29 @@ class VectorIndex:
         self.expansion_search = expansion_search
         self.threads = threads
         self.shards: dict[str, Index] = {}
-        self.files: dict[str, str] = {}  # shard -> file of the last checkpoint
-        self.dirty: set[str] = set()
-        self.applied_seq = 0
-        self.checkpoint_seq = -1
-        self.lock = threading.RLock()
+        self._files: dict[str, str] = {}  # shard -> file of the last checkpoint
+        self._dirty: set[str] = set()
+        self._applied_seq = 0
+        self._checkpoint_seq = -1
+
+    # -- state --------------------------------------------------------------
+    @property
+    def applied_seq(self) -> int:
+        """The last change-log entry the shards in memory include."""
+        return self._applied_seq
+
+    @property
+    def checkpoint_seq(self) -> int:
+        """The last change-log entry the checkpoint on disk includes (-1: none)."""
+        return self._checkpoint_seq
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        return self._applied_seq != self._checkpoint_seq or bool(self._dirty) or not os.path.exists(self.dir)
+
+    def applied(self, seq: int) -> None:
+        """Record that everything up to change-log entry ``seq`` is in the shards."""
+        self._applied_seq = seq
 
     # -- building ---------------------------------------------------------
     def _new_shard(self) -> Index:
@@ -80,11 +104,12 @@ class VectorIndex:
         )
 
     def reset(self) -> None:
+        """Empty, as before a rebuild: every shard will be written at the next checkpoint."""
         self.shards = {}
-        self.files = {}
-        self.dirty = set()
-        self.applied_seq = 0
-        self.checkpoint_seq = -1
+        self._files = {}
+        self._dirty = set()
+        self._applied_seq = 0
+        self._checkpoint_seq = -1
 
     def add(self, source: str, keys: np.ndarray, vectors: np.ndarray) -> None:
         shard = self.shards.get(source)
@@ -98,7 +123,7 @@ class VectorIndex:
             # search can reach (9 of 20K vectors; 0.05-0.23 per 100 in small
             # batches); serial insertion left none, at ~1.7x the build time on 2 cores.
             shard.add(keys, vectors, threads=1)
-            self.dirty.add(source)
+            self._dirty.add(source)
 
     def remove(self, source: str, keys: np.ndarray) -> None:
         shard = self.shards.get(source)
@@ -107,22 +132,13 @@ class VectorIndex:
         present = shard.contains(keys)
         if present.any():
             shard.remove(keys[present])
-            self.dirty.add(source)
+            self._dirty.add(source)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards.values())
 
-    def contains(self, source: str, keys: np.ndarray) -> np.ndarray:
-        shard = self.shards.get(source)
-        if shard is None or not len(shard):
-            return np.zeros(len(keys), dtype=bool)
-        return np.asarray(shard.contains(keys), dtype=bool)
-
     def keys(self) -> dict[str, np.ndarray]:
         return {s: np.asarray(ix.keys, dtype=np.uint64) for s, ix in self.shards.items()}
-
-    def memory_bytes(self) -> int:
-        return sum(ix.memory_usage for ix in self.shards.values())
 
     def shard_sizes(self, sources: Iterable[str] | None = None) -> int:
         names = self.shards if sources is None else [s for s in sources if s in self.shards]
@@ -196,16 +212,17 @@ class VectorIndex:
         except (OSError, RuntimeError, FileNotFoundError):
             return False  # a newer checkpoint replaced these files meanwhile, or damage
         self.shards = shards
-        self.files = dict(manifest["shards"])
-        self.dirty = set()
-        self.applied_seq = self.checkpoint_seq = manifest["seq"]
+        self._files = dict(manifest["shards"])
+        self._dirty = set()
+        self._applied_seq = self._checkpoint_seq = manifest["seq"]
         return True
 
-    def save_checkpoint(self, gen: int) -> None:
-        """Write changed shards and a new manifest atomically; ``gen`` makes names unique."""
+    def save_checkpoint(self) -> int:
+        """Write changed shards and a new manifest atomically; returns the sequence it includes."""
         os.makedirs(self.dir, exist_ok=True)
-        seq = self.applied_seq
-        files = {s: f for s, f in self.files.items() if s in self.shards and s not in self.dirty}
+        seq = self._applied_seq
+        gen = time.time_ns()  # unique file names: a reader may still be loading the previous ones
+        files = {s: f for s, f in self._files.items() if s in self.shards and s not in self._dirty}
         for source in sorted(self.shards):
             if source in files:
                 continue
@@ -224,13 +241,14 @@ class VectorIndex:
             os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.dir, MANIFEST))
         fsync_path(self.dir)
-        self.files = files
-        self.dirty = set()
-        self.checkpoint_seq = seq
-        self.remove_stale_files()
+        self._files = files
+        self._dirty = set()
+        self._checkpoint_seq = seq
+        self._remove_stale_files()
+        return seq
 
-    def remove_stale_files(self) -> None:
-        keep = set(self.files.values()) | {MANIFEST}
+    def _remove_stale_files(self) -> None:
+        keep = set(self._files.values()) | {MANIFEST}
         for name in os.listdir(self.dir):
             if name not in keep:
                 try:

@@ -24,14 +24,27 @@ import os
 import struct
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import lmdb
 import msgpack
+import numpy as np
 
 from ..errors import CorruptStoreError, RagstoreError, StoreLockedError
 
-__all__ = ["Records", "ADD", "DEL", "u64", "from_u64"]
+__all__ = [
+    "Records",
+    "DocRecord",
+    "ChunkRecord",
+    "LogOp",
+    "Counts",
+    "ADD",
+    "DEL",
+    "u64",
+    "from_u64",
+    "pack",
+    "unpack",
+]
 
 T = TypeVar("T")
 
@@ -56,6 +69,83 @@ def pack(obj: Any) -> bytes:
 
 def unpack(b: bytes) -> Any:
     return msgpack.unpackb(b, raw=False, strict_map_key=False)
+
+
+# ---------------------------------------------------------------------- codecs
+# Each record type is read and written here only, by name; the bytes on disk
+# are those of ragstore 0.1 (a dict with one-letter keys for documents, a list
+# for chunks and log operations), so stores made by 0.1 open unchanged.
+
+
+class DocRecord(NamedTuple):
+    """``docs`` value: a document's place in the chunk table and what it was made from."""
+
+    source: str  # "" for no source
+    meta: dict
+    first_chunk: int
+    n_chunks: int
+    n_tokens: int
+    content_hash: str
+    tail: str  # text after the last chunk (trailing whitespace), so get() rebuilds it exactly
+
+    @property
+    def chunk_ids(self) -> range:
+        return range(self.first_chunk, self.first_chunk + self.n_chunks)
+
+    def encode(self) -> bytes:
+        # key order matters for byte-identical records: that of 0.1
+        return pack({"s": self.source, "m": self.meta, "c0": self.first_chunk, "n": self.n_chunks,
+                     "t": self.n_tokens, "h": self.content_hash, "tail": self.tail})
+
+    @classmethod
+    def decode(cls, raw: Any) -> "DocRecord":
+        d = unpack(raw)
+        return cls(d["s"], d["m"], d["c0"], d["n"], d["t"], d["h"], d["tail"])
+
+
+class ChunkRecord(NamedTuple):
+    """``chunks`` value: one chunk of a document."""
+
+    doc_id: str
+    position: int
+    text: str
+    start: int  # character offsets in the document: text == document[start:end]
+    end: int
+    n_tokens: int
+    pre: str  # the document's text between the previous chunk's end and this one's start
+
+    def encode(self) -> bytes:
+        return pack(list(self))
+
+    @classmethod
+    def decode(cls, raw: Any) -> "ChunkRecord":
+        return cls._make(unpack(raw))
+
+    def continued_by(self, nxt: "ChunkRecord | None") -> bool:
+        """Whether ``nxt`` (the record of chunk id + 1) is this chunk's continuation."""
+        return nxt is not None and nxt.doc_id == self.doc_id and nxt.position == self.position + 1
+
+
+class LogOp(NamedTuple):
+    """One operation of a change-log entry: chunk ids ``first_chunk .. + count`` of a source."""
+
+    op: int  # ADD or DEL
+    source: str
+    first_chunk: int
+    count: int
+
+    @property
+    def keys(self) -> np.ndarray:
+        return np.arange(self.first_chunk, self.first_chunk + self.count, dtype=np.uint64)
+
+
+class Counts(NamedTuple):
+    """The live totals kept in ``meta`` (derived: ``check(fix=True)`` recounts them)."""
+
+    documents: int
+    chunks: int
+    tokens: int
+    tombstones: int
 
 
 _OPEN: dict[str, "Records"] = {}
@@ -178,7 +268,7 @@ class Records:
                 txn.abort()
                 raise
 
-    # -- helpers ---------------------------------------------------------
+    # -- meta ------------------------------------------------------------
     def get_meta(self, txn: lmdb.Transaction, key: str, default: Any = None) -> Any:
         v = txn.get(key.encode(), db=self.meta)
         return default if v is None else unpack(v)
@@ -186,38 +276,129 @@ class Records:
     def put_meta(self, txn: lmdb.Transaction, key: str, value: Any) -> None:
         txn.put(key.encode(), pack(value), db=self.meta)
 
-    def get_doc(self, txn: lmdb.Transaction, doc_id: str) -> dict | None:
+    def add_counter(self, txn: lmdb.Transaction, key: str, delta: int) -> None:
+        self.put_meta(txn, key, self.get_meta(txn, key, 0) + delta)
+
+    def counts(self, txn: lmdb.Transaction) -> Counts:
+        g = self.get_meta
+        return Counts(g(txn, "n_docs", 0), g(txn, "n_chunks", 0), g(txn, "n_tokens", 0), g(txn, "tombstones", 0))
+
+    def add_counts(self, txn: lmdb.Transaction, *, documents: int, chunks: int, tokens: int) -> None:
+        self.add_counter(txn, "n_docs", documents)
+        self.add_counter(txn, "n_chunks", chunks)
+        self.add_counter(txn, "n_tokens", tokens)
+
+    def set_counts(self, txn: lmdb.Transaction, *, documents: int, chunks: int, tokens: int) -> None:
+        self.put_meta(txn, "n_docs", documents)
+        self.put_meta(txn, "n_chunks", chunks)
+        self.put_meta(txn, "n_tokens", tokens)
+
+    # -- documents -------------------------------------------------------
+    def get_doc(self, txn: lmdb.Transaction, doc_id: str) -> DocRecord | None:
         v = txn.get(doc_id.encode(), db=self.docs)
-        return None if v is None else unpack(v)
+        return None if v is None else DocRecord.decode(v)
 
-    def get_chunk(self, txn: lmdb.Transaction, chunk_id: int) -> list | None:
+    def has_doc(self, txn: lmdb.Transaction, doc_id: str) -> bool:
+        return txn.get(doc_id.encode(), db=self.docs) is not None
+
+    def put_doc(self, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> None:
+        txn.put(doc_id.encode(), doc.encode(), db=self.docs)
+
+    def get_docs(self, txn: lmdb.Transaction, doc_ids: Iterable[str]) -> dict[str, DocRecord]:
+        """The records of several documents in one LMDB call; missing ids are absent."""
+        keys = sorted({d.encode() for d in doc_ids})
+        return {bytes(k).decode(): DocRecord.decode(v) for k, v in txn.cursor(db=self.docs).getmulti(keys)}
+
+    def iter_docs(self, txn: lmdb.Transaction) -> Iterator[tuple[str, DocRecord]]:
+        for k, v in txn.cursor(db=self.docs):
+            yield bytes(k).decode(), DocRecord.decode(v)
+
+    # -- chunks ----------------------------------------------------------
+    def get_chunk(self, txn: lmdb.Transaction, chunk_id: int) -> ChunkRecord | None:
         v = txn.get(u64(chunk_id), db=self.chunks)
-        return None if v is None else unpack(v)
+        return None if v is None else ChunkRecord.decode(v)
 
+    def get_chunks(self, txn: lmdb.Transaction, chunk_ids: Iterable[int]) -> dict[int, ChunkRecord]:
+        """The records of several chunks in one LMDB call; deleted ids are absent."""
+        keys = [u64(x) for x in sorted(set(chunk_ids))]
+        return {from_u64(k): ChunkRecord.decode(v) for k, v in txn.cursor(db=self.chunks).getmulti(keys)}
+
+    def get_raw_chunks(self, txn: lmdb.Transaction, chunk_ids: Iterable[int]) -> dict[int, Any]:
+        """Encoded records of several chunks in one LMDB call, as buffers valid inside ``txn``
+        (decode with ChunkRecord.decode: a query decodes only those it keeps)."""
+        keys = [u64(x) for x in sorted(set(chunk_ids))]
+        return {from_u64(k): v for k, v in txn.cursor(db=self.chunks).getmulti(keys)}
+
+    def append_chunks(self, txn: lmdb.Transaction, first: int, chunks: list[ChunkRecord], rows: np.ndarray) -> None:
+        """Chunk records and their vectors under ids ``first ..``; ids only grow, so both append."""
+        txn.cursor(db=self.chunks).putmulti(
+            [(u64(first + j), c.encode()) for j, c in enumerate(chunks)], append=True
+        )
+        txn.cursor(db=self.vectors).putmulti(
+            [(u64(first + j), rows[j].tobytes()) for j in range(len(chunks))], append=True
+        )
+
+    def delete_doc(self, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> None:
+        """A document's record, chunks and vectors; the live counts are the caller's."""
+        for cid in doc.chunk_ids:
+            txn.delete(u64(cid), db=self.chunks)
+            txn.delete(u64(cid), db=self.vectors)
+        txn.delete(doc_id.encode(), db=self.docs)
+        self.add_source_count(txn, doc.source, -doc.n_chunks)
+        self.add_counter(txn, "tombstones", doc.n_chunks)
+
+    def next_chunk_id(self, txn: lmdb.Transaction) -> int:
+        return self.get_meta(txn, "next_chunk", 1)  # 0 marks "no result" in searches
+
+    # -- vectors ---------------------------------------------------------
     def read_vectors(self, txn: lmdb.Transaction, keys: list[int]) -> tuple[list[int], list]:
         """(ids found, raw rows) for chunk ids; deleted ids are skipped."""
         pairs = txn.cursor(db=self.vectors).getmulti([u64(k) for k in keys])
         return [from_u64(bytes(k)) for k, _ in pairs], [v for _, v in pairs]
 
+    def vectors_of(self, txn: lmdb.Transaction, keys: list[int], dtype: np.dtype, dim: int) -> tuple[list[int], np.ndarray]:
+        """Float32 vectors of the chunk ids found (deleted ones skipped), in one LMDB call."""
+        found, rows = self.read_vectors(txn, keys)
+        if not found:
+            return [], np.zeros((0, dim), dtype=np.float32)
+        arr = np.frombuffer(b"".join(rows), dtype=dtype).reshape(len(found), dim)
+        return found, arr.astype(np.float32, copy=False)
+
+    def doc_vectors(self, txn: lmdb.Transaction, doc: DocRecord, dtype: np.dtype, dim: int) -> np.ndarray | None:
+        """A document's vectors in chunk order; None if any is missing (check() reports it)."""
+        found, arr = self.vectors_of(txn, list(doc.chunk_ids), dtype, dim)
+        return arr if len(found) == doc.n_chunks else None
+
+    # -- change log ------------------------------------------------------
     def seq(self, txn: lmdb.Transaction) -> int:
         return self.get_meta(txn, "seq", 0)
 
-    def append_log(self, txn: lmdb.Transaction, ops: list[list]) -> int:
+    def append_log(self, txn: lmdb.Transaction, ops: list[LogOp]) -> int:
         seq = self.seq(txn) + 1
-        txn.put(u64(seq), pack(ops), db=self.log)
+        txn.put(u64(seq), pack([list(op) for op in ops]), db=self.log)
         self.put_meta(txn, "seq", seq)
         return seq
 
-    def log_since(self, txn: lmdb.Transaction, seq: int) -> Iterator[tuple[int, list]]:
+    def log_since(self, txn: lmdb.Transaction, seq: int) -> Iterator[tuple[int, list[LogOp]]]:
         cur = txn.cursor(db=self.log)
         if not cur.set_range(u64(seq + 1)):
             return
         for k, v in cur:
-            yield from_u64(bytes(k)), unpack(v)
+            yield from_u64(bytes(k)), [LogOp._make(op) for op in unpack(v)]
 
     def first_log_seq(self, txn: lmdb.Transaction) -> int | None:
         cur = txn.cursor(db=self.log)
         return from_u64(bytes(cur.key())) if cur.first() else None
+
+    def log_covers(self, txn: lmdb.Transaction, applied: int) -> bool:
+        """Whether the log still holds every entry after ``applied`` (so replay can catch up)."""
+        seq = self.seq(txn)
+        if applied > seq:
+            return False  # the index holds commits LMDB lost (sync=False and a power cut)
+        if applied == seq:
+            return True
+        first = self.first_log_seq(txn)
+        return first is not None and first <= applied + 1
 
     def trim_log(self, txn: lmdb.Transaction, upto: int) -> int:
         cur = txn.cursor(db=self.log)
@@ -230,9 +411,7 @@ class Records:
             positioned = bool(cur.key())
         return n
 
-    def add_counter(self, txn: lmdb.Transaction, key: str, delta: int) -> None:
-        self.put_meta(txn, key, self.get_meta(txn, key, 0) + delta)
-
+    # -- sources ---------------------------------------------------------
     def add_source_count(self, txn: lmdb.Transaction, source: str, delta: int) -> None:
         k = b"s" + source.encode()  # prefixed: LMDB refuses the empty key of "no source"
         v = txn.get(k, db=self.sources)
@@ -244,6 +423,14 @@ class Records:
 
     def source_counts(self, txn: lmdb.Transaction) -> dict[str, int]:
         return {bytes(k)[1:].decode(): unpack(v) for k, v in txn.cursor(db=self.sources)}
+
+    def set_source_counts(self, txn: lmdb.Transaction, counts: dict[str, int]) -> None:
+        txn.drop(self.sources, delete=False)
+        for s, n in counts.items():
+            self.add_source_count(txn, s, n)
+
+    def table_entries(self, txn: lmdb.Transaction, table: str) -> int:
+        return txn.stat(getattr(self, table))["entries"]
 
     def file_bytes(self) -> int:
         try:

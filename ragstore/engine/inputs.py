@@ -1,0 +1,142 @@
+"""Checks of what callers hand the engine: ids, sources, metadata, vectors, documents.
+
+Each check raises :class:`InvalidInputError` saying what is wrong and how to
+mend it, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+import msgpack
+import numpy as np
+
+from ..config import MAX_DOC_ID_BYTES, MAX_SOURCE_CHARS, StoreConfig
+from ..errors import InvalidInputError
+from ..types import Doc
+from .records import pack
+
+__all__ = [
+    "check_doc_id",
+    "check_source",
+    "check_meta",
+    "check_positive_int",
+    "coerce_doc",
+    "content_hash",
+    "VectorRules",
+]
+
+
+def check_doc_id(doc_id: object) -> str:
+    if not isinstance(doc_id, str) or not doc_id:
+        raise InvalidInputError(f"document id must be a non-empty str, got {doc_id!r}")
+    try:
+        b = doc_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"document id {doc_id!r} is not valid Unicode") from None
+    if len(b) > MAX_DOC_ID_BYTES:
+        raise InvalidInputError(
+            f"document id is {len(b)} bytes long; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
+        )
+    return doc_id
+
+
+def check_source(source: object) -> str:
+    """A source name, or "" for None (documents without a source)."""
+    if source is None:
+        return ""
+    if not isinstance(source, str) or not source or len(source) > MAX_SOURCE_CHARS or "\x00" in source:
+        raise InvalidInputError(
+            f"source must be None or a non-empty str of at most {MAX_SOURCE_CHARS} characters, got {source!r}"
+        )
+    return source
+
+
+def check_meta(meta: object) -> dict:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise InvalidInputError(f"meta must be a dict, got {type(meta).__name__}")
+    meta = dict(meta)
+    if not all(isinstance(k, str) for k in meta):
+        raise InvalidInputError("meta keys must be str")
+    try:
+        pack(meta)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidInputError(f"meta is not serializable (str, numbers, lists, dicts, bytes): {e}") from None
+    return meta
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def coerce_doc(d: Any, i: int) -> Doc:
+    """A :class:`Doc` from what ``add_many`` accepts: a Doc, a mapping or an (id, text) pair."""
+    if isinstance(d, Doc):
+        return d
+    if isinstance(d, Mapping):
+        if "id" not in d or "text" not in d:
+            raise InvalidInputError(f"document #{i} lacks an 'id' or 'text' field")
+        return Doc(d["id"], d["text"], d.get("source"), d.get("meta"), d.get("vectors"))
+    if isinstance(d, tuple) and len(d) == 2:
+        return Doc(d[0], d[1])
+    raise InvalidInputError(f"document #{i} must be a ragstore.Doc, a mapping or an (id, text) pair")
+
+
+def _canonical(obj: Any) -> Any:
+    """Meta with dict keys sorted, so equal dicts hash equal whatever their order."""
+    if isinstance(obj, Mapping):
+        return [[k, _canonical(obj[k])] for k in sorted(obj)]
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(x) for x in obj]
+    return obj
+
+
+def content_hash(text: str, source: str, meta: dict) -> str:
+    """What decides whether a re-added document is unchanged (and skipped)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(text.encode("utf-8"))
+    h.update(b"\x00" + source.encode() + b"\x00")
+    h.update(msgpack.packb(_canonical(meta), use_bin_type=True))
+    return h.hexdigest()
+
+
+class VectorRules:
+    """Vectors as the store takes them: its dimension, finite, unit length for cosine."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+
+    def check(self, vectors: object, n: int | None, what: str = "vectors") -> np.ndarray:
+        """A C-contiguous float32 (n, dim) array, normalized for cosine stores."""
+        d = self.config.dim
+        try:
+            arr = np.asarray(vectors)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"{what} is not an array: {e}") from None
+        if arr.dtype.kind not in "fiu":
+            raise InvalidInputError(f"{what} must be numbers, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != d or (n is not None and arr.shape[0] != n):
+            want = f"({n}, {d})" if n is not None else f"(n, {d})"
+            raise InvalidInputError(
+                f"{what} have shape {arr.shape}, expected {want}"
+                + (f": this text makes {n} chunks (see Store.chunk())" if n is not None else "")
+                + f"; the store's embedder {self.config.embedder!r} has dimension {d}"
+            )
+        wide = np.asarray(arr, dtype=np.float64)  # float64: huge or tiny values normalize without over/underflow
+        if not np.isfinite(wide).all():
+            raise InvalidInputError(f"{what} contain NaN or infinity")
+        if self.config.metric == "cos":
+            norms = np.linalg.norm(wide, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidInputError(f"{what} contain an all-zero vector, which has no cosine direction")
+            wide = wide / norms
+        elif (np.abs(wide) > np.finfo(np.float32).max).any():
+            raise InvalidInputError(f"{what} hold values beyond float32's range (about 3.4e38)")
+        return np.ascontiguousarray(wide, dtype=np.float32)
