@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +37,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 METRICS = ("cos", "ip", "l2sq")
 INDEX_DTYPES = ("f32", "f16", "i8")
-VECTOR_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+VECTOR_DTYPES: dict[str, np.dtype] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
 STORE_DEFAULTS: dict[str, Any] = dict(
     chunk_tokens=64,
     metric="cos",
@@ -146,10 +147,10 @@ class QueryOptions:
     expansion: int | None = None
     oversample: int | None = None
 
-    def replace(self, **changes: Any) -> "QueryOptions":
+    def replace(self, **changes: Any) -> QueryOptions:
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> "QueryOptions":
+    def validate(self) -> QueryOptions:
         """Raise :class:`InvalidInputError` for an option out of its range; returns self."""
         _positive_int("k", self.k)
         _positive_int("oversample", self.oversample, optional=True)
@@ -166,7 +167,7 @@ class QueryOptions:
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
-    def merged(self, **given: Any) -> "QueryOptions":
+    def merged(self, **given: Any) -> QueryOptions:
         """These options with each of ``given`` that is not None put in its place."""
         changes = {k: v for k, v in given.items() if v is not None}
         unknown = set(changes) - set(self.names())

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from .engine.inputs import check_doc_id, check_source
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
 from .engine.models import Models, open_config
-from .engine.records import Records
+from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
 from .engine.writes import delete_documents
@@ -102,10 +103,8 @@ class Store:
         self.path = os.path.abspath(os.fspath(path))
         self.readonly = readonly
         self._mutex = threading.RLock()
-        self._records: Records | None = None
         self._locks = StoreLocks(self.path, lock_timeout=lock_timeout)
-        self._sync: IndexSync | None = None
-        _prepare_folder(self.path, create=create and not readonly)
+        prepare_folder(self.path, create=create and not readonly)
         try:
             self._locks.take_open()
             self._records = Records.acquire(self.path, sync=sync, map_size=map_size)
@@ -164,7 +163,7 @@ class Store:
             if not self._locks.take_writer():
                 return
             remove_compaction_leftovers(self.path)
-            if self._sync is not None:
+            if hasattr(self, "_sync"):  # not while the store is being created
                 self._sync.refresh()  # another writer may have committed since our last look
 
     def _checkpoint_if_free(self) -> None:
@@ -174,16 +173,15 @@ class Store:
             self._take_writer()
         except StoreLockedError:
             return
-        assert self._sync is not None
         self._sync.checkpoint()
         if not had:
             self._locks.release_writer()
 
     def _release(self) -> None:
         self._locks.release()
-        if self._records is not None:
-            self._records.release()
-            self._records = None
+        records = self.__dict__.pop("_records", None)
+        if records is not None:
+            records.release()
         self._closed = True
 
     # ------------------------------------------------------------------ writes
@@ -247,7 +245,6 @@ class Store:
 
     def _ingest_run(self, **options: Any) -> IngestRun:
         self._check_writable()
-        assert self._records is not None and self._sync is not None
         return IngestRun(self._records, self._models, where=self.path, after_commit=self._sync.after_write, **options)
 
     def delete(self, doc_id: str) -> int:
@@ -263,7 +260,6 @@ class Store:
         """
         self._check_writable()
         ids = [check_doc_id(d) for d in doc_ids]
-        assert self._records is not None and self._sync is not None
         with self._mutex:
             deleted = delete_documents(self._records, ids, missing_ok=missing_ok, where=self.path)
             self._sync.after_write()
@@ -345,7 +341,6 @@ class Store:
 
     def _reader(self) -> Records:
         self._check_open()
-        assert self._records is not None
         return self._records
 
     # ------------------------------------------------------------------ queries
@@ -393,7 +388,6 @@ class Store:
         merged.validate()
         Q = self._searcher.matrix(queries)
         plan = Plan(merged, self.config.index_dtype, len(Q))
-        assert self._records is not None and self._sync is not None
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
             return self._searcher.search(txn, Q, plan)
@@ -440,14 +434,12 @@ class Store:
     def checkpoint(self) -> None:
         """Save the index atomically and trim the change log it now covers."""
         self._check_writable()
-        assert self._sync is not None
         with self._mutex:
             self._sync.checkpoint()
 
     def refresh(self) -> None:
         """See what other processes committed (queries do this by themselves)."""
         self._check_open()
-        assert self._sync is not None
         with self._mutex:
             self._sync.refresh()
 
@@ -457,7 +449,7 @@ class Store:
         if self._closed:
             return
         try:
-            if self._locks.writing and self._sync is not None and self._index.needs_checkpoint:
+            if self._locks.writing and self._index.needs_checkpoint:
                 with self._mutex:
                     self._sync.checkpoint()
         finally:
@@ -481,18 +473,3 @@ class Store:
         state = "closed" if self._closed else ("readonly" if self.readonly else "open")
         return f"Store({self.path!r}, {state})"
 
-
-def _prepare_folder(path: str, *, create: bool) -> None:
-    """A new store's folder, made; a path that cannot be one, refused before anything is written."""
-    if os.path.exists(os.path.join(path, "data.mdb")):
-        return
-    if not create:
-        raise NotFoundError(
-            f"no ragstore store at {path}: check the path, or create the store first "
-            "(`ragstore ingest STORE FILES`, or ragstore.open(path) with create=True)"
-        )
-    if os.path.isfile(path):
-        raise InvalidInputError(f"{path} is a file; a store is a folder: choose another path")
-    if os.path.isdir(path) and os.listdir(path):
-        raise InvalidInputError(f"{path} is a non-empty folder that is not a ragstore store; choose an empty or new path")
-    os.makedirs(path, exist_ok=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from collections.abc import Mapping
 
-import numpy as np
 
 from .config import StoreConfig
 
@@ -39,8 +39,8 @@ class Doc:
     id: str
     text: str
     source: str | None = None
-    meta: dict[str, Any] | None = None
-    vectors: np.ndarray | None = None
+    meta: Mapping[str, Any] | None = None
+    vectors: Any = None  # (n_chunks, dim) array-like
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class Deleted(int):
 
     doc_ids: tuple[str, ...]
 
-    def __new__(cls, chunks: int, *, doc_ids: tuple[str, ...] = ()) -> "Deleted":
+    def __new__(cls, chunks: int, *, doc_ids: tuple[str, ...] = ()) -> Deleted:
         self = super().__new__(cls, chunks)
         self.doc_ids = doc_ids
         return self

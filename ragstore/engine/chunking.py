@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
@@ -22,7 +22,7 @@ from ..types import Chunk
 __all__ = ["Chunker", "ChunkedDoc", "load_tokenizer", "check_text"]
 
 
-def load_tokenizer(spec: "str | Tokenizer") -> tuple[Tokenizer, str]:
+def load_tokenizer(spec: str | Tokenizer) -> tuple[Tokenizer, str]:
     """Return (tokenizer, its JSON) from a Tokenizer, a tokenizer.json path or its JSON text."""
     if isinstance(spec, Tokenizer):
         return spec, spec.to_str()
@@ -82,7 +82,7 @@ class ChunkedDoc:
 class Chunker:
     """Splits text into fixed windows of ``chunk_tokens`` tokens."""
 
-    def __init__(self, tokenizer: "str | Tokenizer", chunk_tokens: int = 64) -> None:
+    def __init__(self, tokenizer: str | Tokenizer, chunk_tokens: int = 64) -> None:
         if not isinstance(chunk_tokens, int) or isinstance(chunk_tokens, bool) or chunk_tokens < 1:
             raise InvalidInputError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
         tok, self.tokenizer_json = load_tokenizer(tokenizer)
@@ -99,13 +99,13 @@ class Chunker:
     def chunk_many(self, texts: Sequence[str]) -> list[ChunkedDoc]:
         """Chunk several documents; the tokenizer runs them in parallel."""
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [self._split(t, e.offsets) for t, e in zip(texts, encs)]
+        return [self._split(t, e.offsets) for t, e in zip(texts, encs, strict=True)]
 
-    def chunk_each(self, texts: Sequence[str]) -> list["ChunkedDoc | InvalidInputError"]:
+    def chunk_each(self, texts: Sequence[str]) -> list[ChunkedDoc | InvalidInputError]:
         """:meth:`chunk_many`, with a document's error in its place instead of raised."""
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         out: list[ChunkedDoc | InvalidInputError] = []
-        for t, e in zip(texts, encs):
+        for t, e in zip(texts, encs, strict=True):
             try:
                 out.append(self._split(t, e.offsets))
             except InvalidInputError as err:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import msgpack
 import numpy as np
@@ -115,7 +115,7 @@ class VectorIndex:
         shard = self.shards.get(source)
         if shard is None:
             shard = self.shards[source] = self._new_shard()
-        present = shard.contains(keys) if len(shard) else np.zeros(len(keys), dtype=bool)
+        present = np.asarray(shard.contains(keys), dtype=bool) if len(shard) else np.zeros(len(keys), dtype=bool)
         if present.any():  # replaying a log entry the checkpoint already holds
             keys, vectors = keys[~present], vectors[~present]
         if len(keys):
@@ -129,7 +129,7 @@ class VectorIndex:
         shard = self.shards.get(source)
         if shard is None or not len(shard):
             return
-        present = shard.contains(keys)
+        present = np.asarray(shard.contains(keys), dtype=bool)
         if present.any():
             shard.remove(keys[present])
             self._dirty.add(source)
@@ -163,7 +163,7 @@ class VectorIndex:
             ef = self.expansion_search if expansion is None else expansion
             ef = max(ef, count)
             if shard.expansion_search != ef:
-                shard.expansion_search = ef
+                shard.expansion_search = ef  # type: ignore[misc]  # usearch has a setter; its stub says read-only
             m = shard.search(queries, min(count, len(shard)), threads=threads)
             if n == 1 and not hasattr(m, "counts"):
                 keys = np.zeros((1, count), dtype=np.uint64)
@@ -174,7 +174,7 @@ class VectorIndex:
                 keys = np.zeros((n, count), dtype=np.uint64)
                 dist = np.full((n, count), np.inf, dtype=np.float32)
                 cols = m.keys.shape[1]
-                valid = np.arange(cols)[None, :] < np.asarray(m.counts)[:, None]
+                valid = np.arange(cols)[None, :] < np.asarray(m.counts)[:, None]  # type: ignore[union-attr]
                 keys[:, :cols] = np.where(valid, m.keys, 0)
                 dist[:, :cols] = np.where(valid, m.distances, np.inf)
             all_keys.append(keys)

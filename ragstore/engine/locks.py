@@ -13,7 +13,7 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import StoreLockedError
 
@@ -72,7 +72,8 @@ class StoreLocks:
         return True
 
     def release_writer(self) -> None:
-        self._writer_fd = _close(self._writer_fd)
+        _close(self._writer_fd)
+        self._writer_fd = None
 
     @contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -92,8 +93,9 @@ class StoreLocks:
             fcntl.flock(self._open_fd, fcntl.LOCK_SH)
 
     def release(self) -> None:
-        self._writer_fd = _close(self._writer_fd)
-        self._open_fd = _close(self._open_fd)
+        self.release_writer()
+        _close(self._open_fd)
+        self._open_fd = None
 
 
 def _holder(fd: int) -> str:
@@ -109,4 +111,3 @@ def _close(fd: int | None) -> None:
             os.close(fd)  # closing drops the flock
         except OSError:
             pass
-    return None

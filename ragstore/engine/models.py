@@ -8,7 +8,8 @@ the store's is refused, since its vectors or chunks would not match.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -24,13 +24,14 @@ import os
 import struct
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
 import lmdb
 import msgpack
 import numpy as np
 
-from ..errors import CorruptStoreError, RagstoreError, StoreLockedError
+from ..errors import CorruptStoreError, InvalidInputError, NotFoundError, RagstoreError, StoreLockedError
 
 __all__ = [
     "Records",
@@ -44,6 +45,7 @@ __all__ = [
     "from_u64",
     "pack",
     "unpack",
+    "prepare_folder",
 ]
 
 T = TypeVar("T")
@@ -59,7 +61,7 @@ def u64(n: int) -> bytes:
     return _U64.pack(n)
 
 
-def from_u64(b: bytes) -> int:
+def from_u64(b: Any) -> int:
     return _U64.unpack(b)[0]
 
 
@@ -67,7 +69,7 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(b: bytes) -> Any:
+def unpack(b: Any) -> Any:
     return msgpack.unpackb(b, raw=False, strict_map_key=False)
 
 
@@ -98,7 +100,7 @@ class DocRecord(NamedTuple):
                      "t": self.n_tokens, "h": self.content_hash, "tail": self.tail})
 
     @classmethod
-    def decode(cls, raw: Any) -> "DocRecord":
+    def decode(cls, raw: Any) -> DocRecord:
         d = unpack(raw)
         return cls(d["s"], d["m"], d["c0"], d["n"], d["t"], d["h"], d["tail"])
 
@@ -118,25 +120,25 @@ class ChunkRecord(NamedTuple):
         return pack(list(self))
 
     @classmethod
-    def decode(cls, raw: Any) -> "ChunkRecord":
+    def decode(cls, raw: Any) -> ChunkRecord:
         return cls._make(unpack(raw))
 
-    def continued_by(self, nxt: "ChunkRecord | None") -> bool:
+    def continued_by(self, nxt: ChunkRecord | None) -> bool:
         """Whether ``nxt`` (the record of chunk id + 1) is this chunk's continuation."""
         return nxt is not None and nxt.doc_id == self.doc_id and nxt.position == self.position + 1
 
 
 class LogOp(NamedTuple):
-    """One operation of a change-log entry: chunk ids ``first_chunk .. + count`` of a source."""
+    """One operation of a change-log entry: chunk ids ``first_chunk .. + n_chunks`` of a source."""
 
     op: int  # ADD or DEL
     source: str
     first_chunk: int
-    count: int
+    n_chunks: int
 
     @property
     def keys(self) -> np.ndarray:
-        return np.arange(self.first_chunk, self.first_chunk + self.count, dtype=np.uint64)
+        return np.arange(self.first_chunk, self.first_chunk + self.n_chunks, dtype=np.uint64)
 
 
 class Counts(NamedTuple):
@@ -148,7 +150,7 @@ class Counts(NamedTuple):
     tombstones: int
 
 
-_OPEN: dict[str, "Records"] = {}
+_OPEN: dict[str, Records] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -160,7 +162,7 @@ class Records:
     """
 
     @classmethod
-    def acquire(cls, path: str, *, sync: bool, map_size: int | None) -> "Records":
+    def acquire(cls, path: str, *, sync: bool, map_size: int | None) -> Records:
         key = os.path.realpath(path)
         with _OPEN_LOCK:
             rec = _OPEN.get(key)
@@ -181,13 +183,17 @@ class Records:
         """Reopen the environment after its file was replaced (compaction)."""
         map_size = self.env.info()["map_size"]
         self.env.close()
-        self.__init__(self.path, readonly=self.readonly, sync=self.sync, map_size=map_size, refs=self.refs)
+        self._open(map_size)
 
     def __init__(self, path: str, *, readonly: bool, sync: bool, map_size: int | None, refs: int = 0) -> None:
         self.path = path
         self.readonly = readonly
         self.sync = sync
         self.refs = refs
+        self._open(map_size)
+
+    def _open(self, map_size: int | None) -> None:
+        path, readonly, sync = self.path, self.readonly, self.sync
         try:
             self.env = lmdb.open(
                 path,
@@ -437,3 +443,19 @@ class Records:
             return os.path.getsize(os.path.join(self.path, "data.mdb"))
         except OSError:
             return 0
+
+
+def prepare_folder(path: str, *, create: bool) -> None:
+    """A new store's folder, made; a path that cannot be one, refused before anything is written."""
+    if os.path.exists(os.path.join(path, "data.mdb")):
+        return
+    if not create:
+        raise NotFoundError(
+            f"no ragstore store at {path}: check the path, or create the store first "
+            "(`ragstore ingest STORE FILES`, or ragstore.open(path) with create=True)"
+        )
+    if os.path.isfile(path):
+        raise InvalidInputError(f"{path} is a file; a store is a folder: choose another path")
+    if os.path.isdir(path) and os.listdir(path):
+        raise InvalidInputError(f"{path} is a non-empty folder that is not a ragstore store; choose an empty or new path")
+    os.makedirs(path, exist_ok=True)

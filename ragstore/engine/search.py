@@ -10,7 +10,8 @@ wider, and by brute force once the index has nothing more to give.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import lmdb
 import numpy as np
@@ -188,7 +189,7 @@ class Searcher:
             chosen_all.append(chosen)
         return self.hits(txn, chosen_all, chunks)
 
-    def hits(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]], chunks: "_LazyChunks | None" = None) -> list[list[Hit]]:
+    def hits(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]], chunks: _LazyChunks | None = None) -> list[list[Hit]]:
         """Hits from chosen chunk records, with their documents and continuations, fetched in batches."""
         if chunks is None:
             chunks = _LazyChunks(self.records, txn, ())
@@ -256,5 +257,5 @@ def _hit(score: float, key: int, c: ChunkRecord, doc: DocRecord, nxt: ChunkRecor
     # chunk ids of a document are consecutive, so chunk key + 1 is this chunk's
     # continuation exactly when its record says it is the next of the same document
     return Hit(chunk_id=key, doc_id=c.doc_id, source=doc.source or None, position=c.position, score=score,
-               text=c.text, continuation=nxt.text if c.continued_by(nxt) else None, start=c.start, end=c.end,
+               text=c.text, continuation=nxt.text if nxt is not None and c.continued_by(nxt) else None, start=c.start, end=c.end,
                meta=doc.meta)

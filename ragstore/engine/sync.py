@@ -11,7 +11,7 @@ So an acknowledged write is never lost, whatever happens to the index files.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lmdb
 import numpy as np
@@ -78,10 +78,10 @@ class IndexSync:
             for op in ops:
                 if op.op == ADD:
                     found, vecs = rec.vectors_of(txn, op.keys.tolist(), self.vector_dtype, self.dim)
-                    if len(found) != op.count:
+                    if len(found) != op.n_chunks:
                         continue  # deleted later in the log
                     ix.add(op.source, op.keys, vecs)
-                    n += op.count
+                    n += op.n_chunks
                 else:
                     ix.remove(op.source, op.keys)
             ix.applied(seq)

@@ -8,7 +8,7 @@ the vector index applies after the commit (see :mod:`.sync`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import lmdb
 import numpy as np
