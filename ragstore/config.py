@@ -167,6 +167,14 @@ class QueryOptions:
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
+    @classmethod
+    def of(cls, **given: Any) -> QueryOptions:
+        """Options from keywords (None: the default); an unknown keyword is an input error."""
+        try:
+            return cls(**{k: v for k, v in given.items() if v is not None})
+        except TypeError:
+            return cls().merged(**given)  # raises, naming the unknown option
+
     def merged(self, **given: Any) -> QueryOptions:
         """These options with each of ``given`` that is not None put in its place."""
         changes = {k: v for k, v in given.items() if v is not None}

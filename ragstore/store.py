@@ -382,12 +382,16 @@ class Store:
         iterable of ids per query (RETRO training batches mix documents).
         """
         self._check_open()
-        merged = (options or QueryOptions()).merged(**opts)
-        if k is not _FROM_OPTIONS:
-            merged = merged.replace(k=k)
-        merged.validate()
+        if options is None:  # the common call: one constructor, no copies
+            if k is not _FROM_OPTIONS:
+                opts["k"] = k
+            merged = QueryOptions.of(**opts)
+        else:
+            merged = options.merged(**opts)
+            if k is not _FROM_OPTIONS:
+                merged = merged.replace(k=k)
         Q = self._searcher.matrix(queries)
-        plan = Plan(merged, self.config.index_dtype, len(Q))
+        plan = Plan(merged, self.config.index_dtype, len(Q))  # validates the options
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
             return self._searcher.search(txn, Q, plan)

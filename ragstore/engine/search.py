@@ -23,7 +23,7 @@ from .chunking import check_text
 from .index import VectorIndex
 from .inputs import check_source
 from .models import Models
-from .records import ChunkRecord, DocRecord, Records
+from .records import ChunkRecord, DocRecord, Records, decode_chunk
 
 __all__ = ["Searcher", "Plan"]
 
@@ -175,27 +175,48 @@ class Searcher:
         # candidates whose chunk records are needed: the top k, or all of them for
         # a query with exclusions (which of them qualify is not known yet)
         cand = [ranked_keys[i][: n_present[i] if excluded[i] else min(k, n_present[i])] for i in range(len(Q))]
-        chunks = _LazyChunks(self.records, txn, {key for c in cand for key in c})
+        want = {key for c in cand for key in c}
+        # one LMDB call for the candidates and the chunk after each (its continuation)
+        raw = self.records.get_raw_chunks(txn, want | {key + 1 for key in want})
+        decoded: dict[int, ChunkRecord] = {}
+
+        def chunk(key: int) -> ChunkRecord | None:
+            # decoded once, on first use: most candidates past the top k are never looked at
+            c = decoded.get(key)
+            if c is None:
+                r = raw.get(key)
+                if r is None:
+                    return None
+                c = decoded[key] = decode_chunk(r)
+            return c
+
         chosen_all: list[list[Chosen]] = []
         for i, ex in enumerate(excluded):
             chosen: list[Chosen] = []
             for j, key in enumerate(cand[i]):
-                c = chunks.get(key)
+                c = chunk(key)
                 if c is None or c.doc_id in ex:
                     continue  # deleted after the index saw it, or excluded
                 chosen.append((ranked_scores[i][j], key, c))
                 if len(chosen) == k:
                     break
             chosen_all.append(chosen)
-        return self.hits(txn, chosen_all, chunks)
+        return self._build(txn, chosen_all, chunk)
 
-    def hits(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]], chunks: _LazyChunks | None = None) -> list[list[Hit]]:
+    def hits(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]]) -> list[list[Hit]]:
         """Hits from chosen chunk records, with their documents and continuations, fetched in batches."""
-        if chunks is None:
-            chunks = _LazyChunks(self.records, txn, ())
-        chunks.fetch(key + 1 for chosen in chosen_all for _, key, _ in chosen)
+        raw = self.records.get_raw_chunks(txn, (key + 1 for chosen in chosen_all for _, key, _ in chosen))
+
+        def chunk(key: int) -> ChunkRecord | None:
+            r = raw.get(key)
+            return None if r is None else decode_chunk(r)
+
+        return self._build(txn, chosen_all, chunk)
+
+    def _build(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]],
+               chunk: Callable[[int], ChunkRecord | None]) -> list[list[Hit]]:
         docs = self.records.get_docs(txn, {c.doc_id for chosen in chosen_all for _, _, c in chosen})
-        return [[_hit(score, key, c, docs[c.doc_id], chunks.get(key + 1)) for score, key, c in chosen]
+        return [[_hit(score, key, c, docs[c.doc_id], chunk(key + 1)) for score, key, c in chosen]
                 for chosen in chosen_all]
 
     def chunk_hit(self, txn: lmdb.Transaction, chunk_id: int) -> Hit | None:
@@ -221,41 +242,15 @@ class Searcher:
         keys = np.concatenate(all_keys)
         scores = np.concatenate(all_scores)
         order = np.lexsort((keys, -scores))[:k]
-        chunks = _LazyChunks(self.records, txn, (int(keys[j]) for j in order))
-        chosen = [(float(scores[j]), int(keys[j]), chunks.get(int(keys[j]))) for j in order]
-        return self.hits(txn, [[c for c in chosen if c[2] is not None]], chunks)[0]  # type: ignore[misc]
-
-
-class _LazyChunks:
-    """Chunk records fetched in batches (raw), decoded on first use."""
-
-    def __init__(self, records: Records, txn: lmdb.Transaction, keys: Iterable[int]) -> None:
-        self._records = records
-        self._txn = txn
-        self._raw: dict[int, Any] = {}
-        self._done: dict[int, ChunkRecord | None] = {}
-        self.fetch(keys)
-
-    def fetch(self, keys: Iterable[int]) -> None:
-        """Fetch, in one LMDB call, whichever of ``keys`` (and their continuations' chunk) are not here."""
-        want = {k for k in keys if k not in self._raw and k not in self._done}
-        want |= {k + 1 for k in want if k + 1 not in self._raw and k + 1 not in self._done}
-        if want:
-            self._raw.update(self._records.get_raw_chunks(self._txn, want))
-
-    def get(self, key: int) -> ChunkRecord | None:
-        if key in self._done:
-            return self._done[key]
-        raw = self._raw.get(key)
-        c = None if raw is None else ChunkRecord.decode(raw)
-        self._done[key] = c
-        return c
+        records = self.records.get_chunks(txn, (int(keys[j]) for j in order))
+        chosen = [(float(scores[j]), int(keys[j]), records[int(keys[j])]) for j in order if int(keys[j]) in records]
+        return self.hits(txn, [chosen])[0]
 
 
 def _hit(score: float, key: int, c: ChunkRecord, doc: DocRecord, nxt: ChunkRecord | None) -> Hit:
     """A hit from its chunk record, its document and the record of chunk ``key + 1``."""
     # chunk ids of a document are consecutive, so chunk key + 1 is this chunk's
     # continuation exactly when its record says it is the next of the same document
+    cont = nxt.text if nxt is not None and nxt.doc_id == c.doc_id and nxt.position == c.position + 1 else None
     return Hit(chunk_id=key, doc_id=c.doc_id, source=doc.source or None, position=c.position, score=score,
-               text=c.text, continuation=nxt.text if nxt is not None and c.continued_by(nxt) else None, start=c.start, end=c.end,
-               meta=doc.meta)
+               text=c.text, continuation=cont, start=c.start, end=c.end, meta=doc.meta)
