@@ -383,9 +383,9 @@ class Store:
         """
         self._check_open()
         if options is None:  # the common call: one constructor, no copies
-            if k is not _FROM_OPTIONS:
-                opts["k"] = k
             merged = QueryOptions.of(**opts)
+            if k is not _FROM_OPTIONS:
+                merged = merged.replace(k=k) if opts else QueryOptions(k=k)
         else:
             merged = options.merged(**opts)
             if k is not _FROM_OPTIONS:

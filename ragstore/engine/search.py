@@ -11,7 +11,7 @@ wider, and by brute force once the index has nothing more to give.
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import lmdb
 import numpy as np
