@@ -1,18 +1,29 @@
 """What every ragstore command shares: exit codes, messages, the error guard,
-and the arguments and options that more than one command takes (one
-definition each, sqlite-utils style: ``@store_argument`` and friends)."""
+and the arguments and options that more than one command takes.
+
+One definition each, sqlite-utils style: a command takes ``store: Path =
+STORE_ARG`` or ``k: int = K_OPT`` instead of spelling the option out again, so
+a name, a help text or a default is changed in one place. Typer copies these
+objects when it builds a command, so sharing them between commands is safe.
+The query options' defaults are :class:`ragstore.config.QueryOptions`'s and
+the serving options' :class:`ragstore.serving.options.ServeOptions`'s; none
+is repeated here.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from ragstore.config import QueryOptions
 from ragstore.errors import RagstoreError
+from ragstore.serving.options import ServeOptions
 
 __all__ = [
     "EXIT_OK",
@@ -28,6 +39,17 @@ __all__ = [
     "STORE_ARG",
     "STORE_HELP",
     "EMBEDDER_HELP",
+    "EMBEDDER_OPT",
+    "JSON_OPT",
+    "READ_ONLY_OPT",
+    "LOCK_TIMEOUT_OPT",
+    "K_OPT",
+    "SOURCES_OPT",
+    "EXCLUDE_DOCS_OPT",
+    "RERANK_OPT",
+    "EXACT_OPT",
+    "EXPANSION_OPT",
+    "OVERSAMPLE_OPT",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,6 +61,7 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
+# ---------------------------------------------------------------------- messages
 def stderr() -> Console:
     # looked up at call time: CliRunner swaps sys.stderr
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
@@ -59,11 +82,13 @@ def warn(message: str) -> None:
 def guarded(fn: F, *, user_errors: tuple[type[BaseException], ...] = ()) -> F:
     """Library errors (and ``user_errors``) exit 1 with their message; Ctrl-C exits 130."""
 
+    caught: tuple[type[BaseException], ...] = (RagstoreError, *user_errors)
+
     @functools.wraps(fn)
     def wrapper(*a: Any, **k: Any) -> Any:
         try:
             return fn(*a, **k)
-        except (RagstoreError, *user_errors) as e:
+        except caught as e:
             error(str(e))
             raise typer.Exit(EXIT_USER) from None
         except KeyboardInterrupt:
@@ -73,10 +98,49 @@ def guarded(fn: F, *, user_errors: tuple[type[BaseException], ...] = ()) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------------- every command
 STORE_HELP = "Path of the store (a folder)."
 STORE_ARG = typer.Argument(..., metavar="STORE", help=STORE_HELP, show_default=False)
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+# ---------------------------------------------------------------------- opening a store
 EMBEDDER_HELP = (
     "Embedder to open the store with, for stores made with a custom one: a registered spec "
     "('minilm', 'sentence-transformers:NAME') or an import path 'module:attr' naming an embedder "
-    "object or a zero-argument callable returning one. Default: the store's own."
+    "object or a zero-argument callable returning one. Default: the store's own ('minilm' for a new "
+    "store); another one than the store's is an error."
+)
+EMBEDDER_OPT = typer.Option(None, "--embedder", metavar="SPEC", help=EMBEDDER_HELP, show_default=False)
+READ_ONLY_OPT = typer.Option(False, "--read-only", help="Open the store read-only: writes are refused.")
+LOCK_TIMEOUT_OPT = typer.Option(
+    ServeOptions.lock_timeout, "--lock-timeout", min=0.0, metavar="SECONDS",
+    help="Seconds a write waits for another process's writer lock.",
+)
+
+# ---------------------------------------------------------------------- query options
+# One per field of QueryOptions; ``query_options()`` in store_cmds builds the object.
+K_OPT = typer.Option(QueryOptions.k, "-k", "--top-k", min=1, metavar="N", help="Hits per query.")
+SOURCES_OPT = typer.Option(
+    QueryOptions.sources, "--source", "-s", metavar="NAME",
+    help="Search only this source (repeat for several); an unknown source matches nothing.", show_default=False,
+)
+EXCLUDE_DOCS_OPT = typer.Option(
+    QueryOptions.exclude_docs, "--exclude-doc", metavar="DOC_ID",
+    help="Never return chunks of this document (repeat for several).", show_default=False,
+)
+RERANK_OPT = typer.Option(
+    QueryOptions.rerank, "--rerank/--no-rerank",
+    help="Re-score the index's candidates with the exact vectors kept in LMDB, or not. "
+    "Default: on when the index is quantized (f16, i8), off for an f32 index.", show_default=False,
+)
+EXACT_OPT = typer.Option(
+    QueryOptions.exact, "--exact", help="Brute-force search over every stored vector (slow; exact ground truth).",
+)
+EXPANSION_OPT = typer.Option(
+    QueryOptions.expansion, "--expansion", min=1, metavar="N",
+    help="HNSW search breadth (higher: better recall, slower). Default: the store's.", show_default=False,
+)
+OVERSAMPLE_OPT = typer.Option(
+    QueryOptions.oversample, "--oversample", min=1, metavar="N",
+    help="Candidates re-scored per hit. Default: 1 for an f16 index, 4 for i8.", show_default=False,
 )

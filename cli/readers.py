@@ -13,10 +13,14 @@ Accepted inputs:
 - ``-``: standard input; JSON Lines when its first non-blank line starts with
   ``{``, otherwise one plain-text document with id ``stdin``.
 
-Every document is validated before it is handed to the store (id a non-empty
-string, text not blank, valid UTF-8 and Unicode) so that a bad line never
-reaches ``Store.add_many``; problems are reported as :class:`Malformed` with
-file and line number instead.
+The reader only parses: it reports what it alone can see (a path that cannot
+be read, bad JSON, a line that is not an object or not UTF-8, a missing ``id``
+or ``text`` field, a ``title`` that is not a string, an id seen earlier in the
+same run) as :class:`Malformed`, with file and line number. Whether a
+document's values are acceptable (empty text, an id too long, a bad source or
+meta, lone surrogates...) is the engine's rule: ``Store.add_many(...,
+on_invalid=reader.rejected)`` reports those, and :meth:`Reader.rejected` maps
+the document's index back to the file and line it came from.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import json
 import os
 import sys
 import zlib
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, cast
 
 from ragstore.types import Doc
 
@@ -83,40 +89,6 @@ def _display(path: Path) -> str:
     return str(path)
 
 
-def _check_str(value: str) -> str | None:
-    """None if ``value`` is encodable as UTF-8, else a message."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return f"unpaired surrogate at character {e.start}"
-    return None
-
-
-def _validate(doc_id: Any, text: Any, source: Any, meta: Any) -> str | None:
-    """A message saying what is wrong with a document, or None."""
-    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        return f"'id' must be a string, got {type(doc_id).__name__}"
-    doc_id = str(doc_id)
-    if not doc_id.strip():
-        return "'id' is empty"
-    if (err := _check_str(doc_id)) is not None:
-        return f"'id' is not valid Unicode ({err})"
-    if not isinstance(text, str):
-        return f"'text' must be a string, got {type(text).__name__}"
-    if not text.strip():
-        return "'text' is empty or only whitespace"
-    if (err := _check_str(text)) is not None:
-        return f"'text' is not valid Unicode ({err})"
-    if source is not None:
-        if not isinstance(source, str) or not source:
-            return "'source' must be a non-empty string or null"
-        if (err := _check_str(source)) is not None:
-            return f"'source' is not valid Unicode ({err})"
-    if meta is not None and not isinstance(meta, dict):
-        return f"'meta' must be an object, got {type(meta).__name__}"
-    return None
-
-
 def _decode_error_line(data: bytes, pos: int) -> int:
     return data.count(b"\n", 0, pos) + 1
 
@@ -126,9 +98,13 @@ class Reader:
 
     ``on_malformed(Malformed)`` is called for each bad input; it may raise to
     stop reading. Duplicate ids within one run are malformed too (the first
-    occurrence wins). ``bytes_total`` / ``bytes_done`` measure progress through
-    the input files (compressed bytes for ``.gz``); ``bytes_total`` is None
-    when reading standard input.
+    occurrence wins). The documents are numbered in the order they are yielded
+    (0, 1, ...), the numbering ``Store.add_many`` uses: :meth:`origin` gives a
+    document's file and line, and :meth:`rejected` is an ``on_invalid``
+    callback reporting a document the store refused as malformed, at its
+    origin. ``bytes_total`` / ``bytes_done`` measure progress through the
+    input files (compressed bytes for ``.gz``); ``bytes_total`` is None when
+    reading standard input.
     """
 
     def __init__(
@@ -148,7 +124,13 @@ class Reader:
             self.bytes_total = sum(p.stat().st_size for p, _ in self.files if p is not None)
         self._bytes_before = 0  # bytes of files finished
         self._current: Callable[[], int] = lambda: 0
-        self.origins: dict[str, Origin] = {}
+        # The origin of every document yielded, by index: a file number and a line
+        # (0: none) in two int arrays, 16 bytes a document rather than an object each.
+        self._names: list[str] = []
+        self._name_no: dict[str, int] = {}
+        self._file_of = array("Q")
+        self._line_of = array("Q")
+        self._first: dict[str, int] = {}  # doc id -> index of its first occurrence
         self.malformed = 0
 
     # ---------------------------------------------------------------- paths
@@ -191,6 +173,28 @@ class Reader:
     def bytes_done(self) -> int:
         return self._bytes_before + self._current()
 
+    # ------------------------------------------------------------ origins
+    def origin(self, index: int) -> Origin:
+        """Where the ``index``-th document yielded came from."""
+        line = self._line_of[index]
+        return Origin(self._names[self._file_of[index]], line or None)
+
+    def _record(self, origin: Origin) -> int:
+        no = self._name_no.get(origin.file)
+        if no is None:
+            no = self._name_no[origin.file] = len(self._names)
+            self._names.append(origin.file)
+        self._file_of.append(no)
+        self._line_of.append(origin.line or 0)
+        return len(self._line_of) - 1
+
+    def rejected(self, index: int, doc_id: str | None, error: Exception) -> None:
+        """``on_invalid`` for ``Store.add_many``: the store refused document ``index``."""
+        if doc_id is not None and self._first.get(doc_id) == index:
+            # a refused document does not count as the first of its id
+            del self._first[doc_id]
+        self._bad(self.origin(index), str(error))
+
     # ------------------------------------------------------------ documents
     def __iter__(self) -> Iterator[Doc]:
         for path, default_id in self.files:
@@ -209,18 +213,18 @@ class Reader:
         self.on_malformed(Malformed(origin, message))
 
     def _emit(self, origin: Origin, doc_id: Any, text: Any, source: Any, meta: Any) -> Doc | None:
-        err = _validate(doc_id, text, source, meta)
-        if err is not None:
-            self._bad(origin, err)
-            return None
-        doc_id = str(doc_id)
-        first = self.origins.get(doc_id)
-        if first is not None:
-            self._bad(origin, f"duplicate id {doc_id!r} (first seen at {first}); skipped")
-            return None
-        self.origins[doc_id] = origin
-        return Doc(id=doc_id, text=text, source=source if source is not None else self.default_source,
-                   meta=meta or None)
+        # Values go to the store as they are (it judges them, see rejected()), except
+        # that the JSONL format accepts integer ids and the --source default applies.
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            doc_id = str(doc_id)
+        if isinstance(doc_id, str):
+            first = self._first.get(doc_id)
+            if first is not None:
+                self._bad(origin, f"duplicate id {doc_id!r} (first seen at {self.origin(first)}); skipped")
+                return None
+            self._first[doc_id] = len(self._line_of)
+        self._record(origin)
+        return Doc(id=doc_id, text=text, source=self.default_source if source is None else source, meta=meta)
 
     def _text_doc(self, origin_file: str, doc_id: str, data: bytes) -> Iterator[Doc]:
         try:
@@ -231,9 +235,6 @@ class Reader:
             return
         if text.startswith("\ufeff"):
             text = text[1:]
-        if not text.strip():
-            self._bad(Origin(origin_file), "empty or only whitespace")
-            return
         doc = self._emit(Origin(origin_file), doc_id, text, None, None)
         if doc is not None:
             yield doc
@@ -258,7 +259,7 @@ class Reader:
         try:
             with raw:
                 self._current = raw.tell
-                f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+                f = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw)
                 yield from self._read_jsonl_lines(name, f)
         finally:
             self._current = lambda: size
@@ -331,7 +332,4 @@ class Reader:
             yield from self._read_jsonl_lines(STDIN_NAME, f, first=head[-1], first_lineno=lineno)
         else:
             data = first + f.read()
-            if not data.strip():
-                self._bad(Origin(STDIN_NAME), "standard input is empty")
-                return
             yield from self._text_doc(STDIN_NAME, STDIN_DOC_ID, data)
