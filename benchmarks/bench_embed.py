@@ -54,6 +54,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,29 @@ def make_chunks(n: int, tokenizer_json: str, size: int = 64) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Architecture:
+    d: int  # hidden size
+    inter: int  # feed-forward size
+    n_layers: int
+
+
+def architecture(model: MiniLM) -> Architecture:
+    """The encoder's shape, from the config.json of the model's folder."""
+    cfg = json.loads((Path(model.path) / "config.json").read_text(encoding="utf-8"))
+    return Architecture(int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"]))
+
+
+def encoded_lengths(model: MiniLM, texts: list[str]) -> list[int]:
+    """Tokens per text as the encoder sees them: with [CLS] and [SEP], cut at max_seq_length."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(model.tokenizer_json())
+    tok.no_padding()
+    tok.enable_truncation(max_length=model.max_seq_length)
+    return [len(e.ids) for e in tok.encode_batch(texts)]
+
+
 def encoder_flops(lengths: np.ndarray, d: int, f: int, n_layers: int) -> float:
     L = lengths.astype(np.float64)
     return float(n_layers * (2 * L * d * (4 * d + 2 * f) + 4 * L * L * d).sum())
@@ -171,9 +195,9 @@ def main() -> None:
     t = time.perf_counter()
     model = MiniLM(workers=args.workers)
     load_s = time.perf_counter() - t
-    w = model._w
+    w = architecture(model)
     chunks = make_chunks(args.chunks, model.tokenizer_json())
-    lengths = np.array([len(e.ids) for e in w.tokenizer.encode_batch(chunks)])
+    lengths = np.array(encoded_lengths(model, chunks))
     flops = encoder_flops(lengths, w.d, w.inter, w.n_layers)
     print(
         f"model: {model.name} ({model.path}), loaded in {load_s:.2f} s; {len(chunks)} chunks of 64 tokens "

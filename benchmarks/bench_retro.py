@@ -3,7 +3,7 @@
     python benchmarks/bench_retro.py [--chunks 100000] [--k 2] [--tokens 2048]
 
 The store holds real Wikipedia text (shared/data/wiki, in file order) embedded
-with an embedder (default: the tests' HashEmbedder, a bag-of-words hash of
+with an embedder (default: ragstore.testing.HashEmbedder, the tests' bag-of-words hash of
 dimension 32, because embedding 100K chunks with MiniLM takes ~17 minutes at
 ~100 chunks/s; pass --embedder minilm for the real model). The store is built
 once under .cache/bench/ and reused (--rebuild to make it again). Inputs are
@@ -32,7 +32,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
@@ -76,7 +75,7 @@ def wiki_stream():
 
 def make_embedder(name: str):
     if name == "hash":
-        from helpers import HashEmbedder
+        from ragstore.testing import HashEmbedder
 
         return HashEmbedder()
     return name  # a ragstore spec such as "minilm"
@@ -130,7 +129,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=2048, help="input length in the store's tokens")
     ap.add_argument("--repeats", type=int, default=40, help="timed calls (each on a different input)")
-    ap.add_argument("--embedder", default="hash", help="'hash' (tests' HashEmbedder) or a ragstore spec, e.g. minilm")
+    ap.add_argument("--embedder", default="hash", help="'hash' (ragstore.testing.HashEmbedder) or a ragstore spec, e.g. minilm")
     ap.add_argument("--store", default=None, help="store folder (default .cache/bench/retro-<embedder>-<chunks>)")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--out", default=None, help="JSON output path")

@@ -72,9 +72,7 @@ def _stored_vectors(store, doc_id: str, chunks) -> "np.ndarray | None":
     for c in chunks:
         if store.get_chunk(doc.first_chunk_id + c.position).text != c.text:
             return None
-    # No public API returns stored vectors; this is a benchmark helper reading its own store.
-    with store._rec.read() as txn:
-        return store._doc_vectors(txn, doc.first_chunk_id, doc.n_chunks)
+    return np.asarray(store.vectors(doc_id), dtype=np.float32)  # (n_chunks, dim), in chunk order
 
 
 def build(cache: Path, target: int, from_store: Path | None = None) -> None:

@@ -159,19 +159,31 @@ def test_small_blocks_agree(model, ref, ref_out, monkeypatch):
 
 
 def test_threads(model, ref, ref_out):
-    texts = ref["texts"][:24]
+    """encode() from several threads at once gives every thread its own, correct vectors."""
+    texts = list(ref["texts"][:24])
+    n = 6
     results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
 
     def work(k: int) -> None:
-        results[k] = model.encode(texts[k % 3 :: 3])
+        try:
+            start.wait(timeout=60)  # all threads encode at the same time
+            results[k] = model.encode(texts[k % 3 :: 3])
+        except BaseException as e:  # a thread's exception is otherwise lost and the test would pass
+            errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    for k, v in results.items():
-        np.testing.assert_allclose(v, ref_out[:24][k % 3 :: 3], atol=2e-6)
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    if errors:
+        raise errors[0]
+    assert sorted(results) == list(range(n))
+    for k in range(n):
+        np.testing.assert_allclose(results[k], ref_out[:24][k % 3 :: 3], atol=2e-6)
 
 
 def test_workers(model, ref, ref_out):

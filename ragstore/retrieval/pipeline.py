@@ -47,9 +47,6 @@ __all__ = [
     "plot_scaling",
 ]
 
-STAGES = ("dedup", "decontaminate", "subsample", "min_length", "rerank", "top_k")
-
-
 # --------------------------------------------------------------------------- domains
 @dataclass(frozen=True)
 class DomainInfo:
