@@ -166,8 +166,8 @@ def unit(X: np.ndarray) -> np.ndarray:
 
 
 def chunker():
-    from ragstore.engine.chunking import Chunker
     from ragstore.embedders.minilm import find_default_weights
+    from ragstore.engine.chunking import Chunker
 
     w = find_default_weights()
     if w is None:

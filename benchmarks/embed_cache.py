@@ -59,7 +59,7 @@ def cached_state(cache: Path) -> tuple[int, int]:
     return n, docs
 
 
-def _stored_vectors(store, doc_id: str, chunks) -> "np.ndarray | None":
+def _stored_vectors(store, doc_id: str, chunks) -> np.ndarray | None:
     """The store's vectors of a document whose stored chunks are exactly ``chunks``."""
     from ragstore.errors import NotFoundError
 
@@ -77,8 +77,8 @@ def _stored_vectors(store, doc_id: str, chunks) -> "np.ndarray | None":
 
 def build(cache: Path, target: int, from_store: Path | None = None) -> None:
     import ragstore
-    from ragstore.engine.chunking import Chunker
     from ragstore.embedders.minilm import MiniLM
+    from ragstore.engine.chunking import Chunker
 
     cache.mkdir(parents=True, exist_ok=True)
     have, next_doc = cached_state(cache)

@@ -65,7 +65,7 @@ class Data:
         return self._doc_texts
 
     @classmethod
-    def load(cls, folder: str) -> "Data":
+    def load(cls, folder: str) -> Data:
         X = np.load(os.path.join(folder, "X.npy"), mmap_mode=None)
         chunk_doc = np.load(os.path.join(folder, "chunk_doc.npy"))
         positions = np.load(os.path.join(folder, "positions.npy"))

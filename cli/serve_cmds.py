@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -77,16 +78,16 @@ def serve(
         "writer process over a private Unix socket.",
     ),
     read_only: bool = typer.Option(False, "--read-only", help="Open the store read-only; writes get 403."),
-    token: Optional[str] = typer.Option(
+    token: str | None = typer.Option(
         None, "--token", envvar="RAGSTORE_TOKEN",
         help="Require 'Authorization: Bearer TOKEN' on every request but GET /health (or set $RAGSTORE_TOKEN).",
     ),
-    embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
+    embedder: str | None = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
     lock_timeout: float = typer.Option(
         10.0, "--lock-timeout", min=0.0,
         help="Seconds a write waits for another process's writer lock before answering 423.",
     ),
-    threads: Optional[int] = typer.Option(
+    threads: int | None = typer.Option(
         None, "--threads", min=1, help="Reads served at once by each process (default: the number of CPUs)."
     ),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", min=0.001, help="Largest request body, in MB (413 over it)."),
@@ -113,7 +114,7 @@ def serve(
 def mcp(
     store: Path = typer.Argument(..., metavar="STORE", help=STORE_HELP, show_default=False),
     read_only: bool = typer.Option(False, "--read-only", help="Expose only the read tools (search, get_document, stats)."),
-    embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
+    embedder: str | None = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
     lock_timeout: float = typer.Option(10.0, "--lock-timeout", min=0.0, help="Seconds a write waits for the writer lock."),
 ) -> None:
     """Serve a store as Model Context Protocol tools over stdio (for LLM apps)."""

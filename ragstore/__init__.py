@@ -1,8 +1,8 @@
 """ragstore: an embedded on-disk datastore for retrieval-based language models."""
 
-from . import _compat, embedders
+from . import _compat, embedders  # noqa: F401 - _compat installs the 0.1 module names
+from .config import QueryOptions
 from .embedders import base as embed  # noqa: F401 - the 0.1 name of the embedder registry
-from .retrieval import pipeline, prompting, retro
 from .errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -15,7 +15,7 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from .config import QueryOptions
+from .retrieval import pipeline, prompting, retro
 from .store import Store, open
 from .types import (
     AddResult,

@@ -8,12 +8,12 @@ needs the ``server`` extra only when imported.
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 OLD_NAMES = {
     "ragstore.embed": "ragstore.embedders.base",

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -180,5 +180,7 @@ class QueryOptions:
         changes = {k: v for k, v in given.items() if v is not None}
         unknown = set(changes) - set(self.names())
         if unknown:
-            raise InvalidInputError(f"unknown query option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}")
+            raise InvalidInputError(
+                f"unknown query option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.names())}"
+            )
         return dataclasses.replace(self, **changes) if changes else self

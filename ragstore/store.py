@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -28,13 +28,12 @@ import pytest
 from typer.testing import CliRunner
 
 import ragstore
+from helpers import HashEmbedder
 from ragstore import embed
 from ragstore.config import QueryOptions
 from ragstore_cli import app as cli_app
 from ragstore_cli.app import app, main
 from ragstore_cli.readers import InputError, Malformed, Reader
-
-from helpers import HashEmbedder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WIKI = DATA / "wiki" / "wiki-AA.jsonl.gz"

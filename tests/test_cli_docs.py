@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import typer
-from ragstore_cli.app import app
 from typer.testing import CliRunner
+
+from ragstore_cli.app import app
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 # typer builds on its own copy of click: parameters are told apart by param_type_name

@@ -16,8 +16,8 @@ import pytest
 
 import ragstore
 from helpers import DATA, HashEmbedder, read_jsonl, tokenizer_path, wiki_docs
-from ragstore.engine.chunking import Chunker
 from ragstore import pipeline as P
+from ragstore.engine.chunking import Chunker
 from ragstore.errors import InvalidInputError
 
 

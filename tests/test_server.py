@@ -23,8 +23,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import ragstore  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
+
+import ragstore  # noqa: E402
 from helpers import REPO, HashEmbedder, wiki_docs  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -101,7 +102,7 @@ class Server:
         self._logf.close()
         return self.proc.returncode
 
-    def client(self, auth: bool = True) -> "httpx.Client":
+    def client(self, auth: bool = True) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=AUTH if auth else {}, timeout=30.0)
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def resolve(spec: "str | Embedder") -> Embedder:
+def resolve(spec: str | Embedder) -> Embedder:
     """Turn a spec string (or an embedder object) into an embedder."""
     if not isinstance(spec, str):
         if isinstance(spec, Embedder):
@@ -220,9 +221,7 @@ class SentenceTransformerEmbedder:
         self._model = model
         self._batch_size = batch_size
         self.name = f"sentence-transformers:{name_or_path}"
-        get_dim = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = get_dim()
         if not dim:
             dim = int(model.encode(["x"], convert_to_numpy=True).shape[1])

@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import base as _embed
 from ..errors import EmbedderNotAvailableError, InvalidInputError
+from . import base as _embed
 
 __all__ = ["load_embedder"]
 
 
-def load_embedder(spec: "str | Any | None") -> Any:
+def load_embedder(spec: str | Any | None) -> Any:
     """An embedder from a spec, for servers started from the command line.
 
     None and embedder objects pass through; a registered spec ("minilm",

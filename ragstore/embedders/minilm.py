@@ -57,8 +57,9 @@ import json
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -491,7 +492,7 @@ class _Weights:
         return out
 
 
-_WEIGHTS: "weakref.WeakValueDictionary[tuple, _Weights]" = weakref.WeakValueDictionary()
+_WEIGHTS: weakref.WeakValueDictionary[tuple, _Weights] = weakref.WeakValueDictionary()
 _WEIGHTS_LOCK = threading.Lock()
 
 
@@ -525,11 +526,11 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-_POOLS: dict[int, "ThreadPoolExecutor"] = {}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def _pool(n: int) -> "ThreadPoolExecutor":
+def _pool(n: int) -> ThreadPoolExecutor:
     from concurrent.futures import ThreadPoolExecutor
 
     with _POOLS_LOCK:
@@ -563,7 +564,7 @@ class MiniLM:
     #: and at most this many sequences
     max_batch_size = 128
 
-    def __init__(self, path: "str | os.PathLike[str] | None" = None, *, workers: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, workers: int | None = None) -> None:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
         if workers is None:

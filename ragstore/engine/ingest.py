@@ -13,9 +13,9 @@ stream such as stdin.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 

@@ -7,8 +7,8 @@ mend it, before anything is written.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import numpy as np

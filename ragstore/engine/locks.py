@@ -12,8 +12,8 @@ import errno
 import fcntl
 import os
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import StoreLockedError
 

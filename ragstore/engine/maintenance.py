@@ -82,7 +82,8 @@ class Maintenance:
                     if c is None or c.doc_id != doc_id or c.position != pos:
                         problems.append(f"document {doc_id!r}: chunk {pos} missing or misfiled")
                         break
-                expected.setdefault(doc.source, []).append(np.arange(doc.first_chunk, doc.first_chunk + doc.n_chunks, dtype=np.uint64))
+                ids = np.arange(doc.first_chunk, doc.first_chunk + doc.n_chunks, dtype=np.uint64)
+                expected.setdefault(doc.source, []).append(ids)
             problems += self._orphans(txn, n_chunks)
             counts = rec.counts(txn)
             for key, have, actual in (("n_docs", counts.documents, n_docs), ("n_chunks", counts.chunks, n_chunks),

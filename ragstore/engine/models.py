@@ -8,8 +8,8 @@ the store's is refused, since its vectors or chunks would not match.
 from __future__ import annotations
 
 import time
-from typing import Any
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +58,11 @@ class Models:
     def embedder(self) -> Any:
         if self._embedder is None:
             name = self.config.embedder
-            emb: Any = embedders.Precomputed(self.config.dim, name=name) if self.config.precomputed else embedders.resolve(name)
+            emb: Any
+            if self.config.precomputed:
+                emb = embedders.Precomputed(self.config.dim, name=name)
+            else:
+                emb = embedders.resolve(name)
             self.check_embedder(emb)
             self._embedder = emb
         return self._embedder

@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
-from collections.abc import Callable, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -369,7 +369,9 @@ class Records:
         pairs = txn.cursor(db=self.vectors).getmulti([u64(k) for k in keys])
         return [from_u64(bytes(k)) for k, _ in pairs], [v for _, v in pairs]
 
-    def vectors_of(self, txn: lmdb.Transaction, keys: list[int], dtype: np.dtype, dim: int) -> tuple[list[int], np.ndarray]:
+    def vectors_of(
+        self, txn: lmdb.Transaction, keys: list[int], dtype: np.dtype, dim: int
+    ) -> tuple[list[int], np.ndarray]:
         """Float32 vectors of the chunk ids found (deleted ones skipped), in one LMDB call."""
         found, rows = self.read_vectors(txn, keys)
         if not found:
@@ -464,5 +466,7 @@ def prepare_folder(path: str, *, create: bool) -> None:
     if os.path.isfile(path):
         raise InvalidInputError(f"{path} is a file; a store is a folder: choose another path")
     if os.path.isdir(path) and os.listdir(path):
-        raise InvalidInputError(f"{path} is a non-empty folder that is not a ragstore store; choose an empty or new path")
+        raise InvalidInputError(
+            f"{path} is a non-empty folder that is not a ragstore store; choose an empty or new path"
+        )
     os.makedirs(path, exist_ok=True)

@@ -10,8 +10,8 @@ wider, and by brute force once the index has nothing more to give.
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import lmdb
 import numpy as np

@@ -7,8 +7,8 @@ the vector index applies after the commit (see :mod:`.sync`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lmdb
 import numpy as np

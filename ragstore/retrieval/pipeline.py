@@ -23,8 +23,9 @@ import hashlib
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -326,7 +327,7 @@ class Pipeline:
         self._ref_index = self._index_references(self.references)
         self._tok = None
 
-    def replace(self, **changes: Any) -> "Pipeline":
+    def replace(self, **changes: Any) -> Pipeline:
         """A copy with some options changed (e.g. ``subsample=0.25``)."""
         opts = {
             name: getattr(self, name)

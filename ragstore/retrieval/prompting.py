@@ -9,12 +9,13 @@ boundary to fill what is left, and never exceeds the budget.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InvalidInputError
-from .retro import LMTokenizer, as_tokenizer
 from ..types import Hit
+from .retro import LMTokenizer, as_tokenizer
 
 __all__ = ["DEFAULT_TEMPLATE", "DEFAULT_PASSAGE_TEMPLATE", "Prompt", "build_prompt", "ralm_prompt"]
 

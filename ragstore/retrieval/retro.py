@@ -32,9 +32,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -122,7 +123,7 @@ def as_tokenizer(spec: Any) -> LMTokenizer:
         return spec
     if isinstance(spec, Tokenizer):
         return LMTokenizer(spec)
-    if hasattr(spec, "tokenizer") and isinstance(getattr(spec, "tokenizer"), Tokenizer):
+    if hasattr(spec, "tokenizer") and isinstance(spec.tokenizer, Tokenizer):
         return LMTokenizer(spec.tokenizer)  # a ragstore Chunker
     if isinstance(spec, str):
         return _tokenizer_from_str(spec)
@@ -757,7 +758,7 @@ class Prefetcher:
             self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "Prefetcher":
+    def __enter__(self) -> Prefetcher:
         return self
 
     def __exit__(self, *exc: Any) -> None:

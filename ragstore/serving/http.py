@@ -37,10 +37,10 @@ try:
     from fastapi import FastAPI, HTTPException, Path, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
-    from starlette.responses import JSONResponse as _StarletteJSONResponse
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.responses import JSONResponse as _StarletteJSONResponse
 except ImportError as e:  # pragma: no cover - exercised without the extra
     raise ImportError(
         f"the ragstore HTTP server needs the 'server' extra ({e.name} is missing): "
@@ -52,6 +52,7 @@ import anyio.to_thread
 import numpy as np
 
 from .. import __version__
+from ..embedders.loading import load_embedder
 from ..errors import (
     AlreadyExistsError,
     ConfigMismatchError,
@@ -64,7 +65,6 @@ from ..errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from ..embedders.loading import load_embedder
 from ..store import Store
 from ..types import Doc, Hit
 
@@ -341,7 +341,7 @@ class _Backend:
 
     def __init__(
         self,
-        store: "str | os.PathLike[str] | Store",
+        store: str | os.PathLike[str] | Store,
         *,
         readonly: bool,
         embedder: Any,
@@ -523,7 +523,7 @@ unavailable, 500 internal error (no details; see the server log).
 
 
 def create_app(
-    store: "str | os.PathLike[str] | Store",
+    store: str | os.PathLike[str] | Store,
     *,
     readonly: bool = False,
     token: str | None = None,
@@ -828,7 +828,7 @@ def _exit_cleanly_on_sigterm() -> None:
 
 
 def serve(
-    store: "str | os.PathLike[str] | Store",
+    store: str | os.PathLike[str] | Store,
     *,
     host: str = "127.0.0.1",
     port: int = 8765,

@@ -44,7 +44,8 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 try:
     from langchain_core.documents import Document
@@ -112,7 +113,7 @@ class RagstoreVectorStore(VectorStore):
 
     def __init__(
         self,
-        path: "str | os.PathLike[str] | None" = None,
+        path: str | os.PathLike[str] | None = None,
         embedding: Embeddings | None = None,
         *,
         store: Store | None = None,
@@ -165,7 +166,7 @@ class RagstoreVectorStore(VectorStore):
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
-    def __enter__(self) -> "RagstoreVectorStore":
+    def __enter__(self) -> RagstoreVectorStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -267,7 +268,7 @@ class RagstoreVectorStore(VectorStore):
         vector: Sequence[float],
         k: int,
         *,
-        filter: "dict[str, Any] | Callable[[Document], bool] | None" = None,
+        filter: dict[str, Any] | Callable[[Document], bool] | None = None,
         sources: Sequence[str] | None = None,
         exclude_docs: Iterable[str] | None = None,
         **kwargs: Any,
@@ -353,9 +354,9 @@ class RagstoreVectorStore(VectorStore):
         metadatas: list[dict] | None = None,
         *,
         ids: list[str] | None = None,
-        path: "str | os.PathLike[str] | None" = None,
+        path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
-    ) -> "RagstoreVectorStore":
+    ) -> RagstoreVectorStore:
         """A store at ``path`` (a temporary folder, removed at ``close()``, if None) holding ``texts``."""
         vs = cls(path, embedding, **kwargs)
         vs.add_texts(texts, metadatas, ids=ids)

@@ -21,8 +21,8 @@ import logging
 import sys
 from typing import Any
 
-from ..errors import RagstoreError
 from ..embedders.loading import load_embedder
+from ..errors import RagstoreError
 from ..store import Store
 
 __all__ = ["build_server", "run_stdio"]

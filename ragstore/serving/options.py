@@ -40,21 +40,21 @@ class ServeOptions:
     access_log: bool = True
     writer_uds: str | None = None  # set by serve() for workers: forward writes to this writer
 
-    def replace(self, **changes: object) -> "ServeOptions":
+    def replace(self, **changes: object) -> ServeOptions:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServeOptions":
+    def from_json(cls, text: str) -> ServeOptions:
         return cls(**json.loads(text))
 
-    def to_env(self, env: "dict[str, str] | os._Environ[str]") -> None:
+    def to_env(self, env: dict[str, str] | os._Environ[str]) -> None:
         env[ENV_CONFIG] = self.to_json()
 
     @classmethod
-    def from_env(cls) -> "ServeOptions":
+    def from_env(cls) -> ServeOptions:
         return cls.from_json(os.environ[ENV_CONFIG])
 
 
