@@ -17,6 +17,7 @@ __all__ = [
     "StoreLockedError",
     "ReadOnlyError",
     "CorruptStoreError",
+    "DamagedRecordError",
 ]
 
 
@@ -62,4 +63,13 @@ class ReadOnlyError(RagstoreError):
 
 
 class CorruptStoreError(RagstoreError):
-    """The store's files are damaged in a way ``check(fix=True)`` cannot mend."""
+    """The store's files are damaged: a truncated or unreadable LMDB file, damaged records.
+
+    The message says what is damaged and what to do: ``ragstore check STORE``
+    lists the damage, ``ragstore check --fix STORE`` salvages the readable
+    documents into a sound store (or says why it cannot), or restore a backup.
+    """
+
+
+class DamagedRecordError(CorruptStoreError):
+    """One LMDB record (or page) cannot be read or decoded: ``check()`` lists each one."""

@@ -124,10 +124,12 @@ class Store:
             self._sync = IndexSync(self._records, self._index, vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim,
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
-            self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks)
+            self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
+                                            self._models)
             with self._mutex:
                 replayed = self._sync.open()
-                if replayed >= max(1, checkpoint_every // 10) and not readonly:
+                # (a damaged checkpoint was rebuilt: save a sound one, so the next open need not)
+                if (replayed >= max(1, checkpoint_every // 10) or self._index.found_damage) and not readonly:
                     self._checkpoint_if_free()
         except BaseException:
             self._release()
@@ -274,11 +276,10 @@ class Store:
             doc = rec.get_doc(txn, doc_id)
             if doc is None:
                 raise NotFoundError(f"no document {doc_id!r} in {self.path}")
-            chunks = rec.get_chunks(txn, doc.chunk_ids)
             parts = []
-            for cid in doc.chunk_ids:
-                parts.append(chunks[cid].pre)
-                parts.append(chunks[cid].text)
+            for c in rec.doc_chunks(txn, doc_id, doc):
+                parts.append(c.pre)
+                parts.append(c.text)
             parts.append(doc.tail)
         return Document(id=doc_id, source=doc.source or None, meta=doc.meta, text="".join(parts),
                         n_chunks=doc.n_chunks, n_tokens=doc.n_tokens, content_hash=doc.content_hash,

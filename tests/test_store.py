@@ -1172,6 +1172,12 @@ def test_check_detects_removed_index_keys(filled, emb):
     keys = np.asarray(ix.keys)[:7]
     ix.remove(keys)
     ix.save(shard_file)
+    # a checkpoint saved without those keys (not damaged on disk): its digest recorded as a save would
+    from ragstore.engine.index import file_sum
+
+    man["sums"][man["shards"]["wiki-a"]] = file_sum(shard_file)
+    with open(path / "index" / "manifest.msgpack", "wb") as f:
+        f.write(msgpack.packb(man, use_bin_type=True))
     with ragstore.open(path, embedder=emb) as s:
         rep = s.check()
         assert not rep.ok and any("wiki-a" in p and "7 chunks" in p for p in rep.problems)

@@ -13,15 +13,27 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import msgpack
 import numpy as np
 from usearch.index import Index
 
-__all__ = ["VectorIndex", "MANIFEST", "fsync_path"]
+__all__ = ["VectorIndex", "MANIFEST", "fsync_path", "file_sum", "IndexDamageWarning"]
 
 MANIFEST = "manifest.msgpack"
+SUM_ALGO = "blake2b"
+
+
+class IndexDamageWarning(UserWarning):
+    """An index checkpoint on disk is damaged; the index is rebuilt from LMDB instead."""
+
+
+def file_sum(path: str) -> str:
+    """The digest of a file's bytes, as the manifest records it for each shard file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, SUM_ALGO).hexdigest()
 
 
 def fsync_path(path: str) -> None:
@@ -72,6 +84,11 @@ class VectorIndex:
         self._dirty: set[str] = set()
         self._applied_seq = 0
         self._checkpoint_seq = -1
+        self._sums: dict[str, str] = {}  # file -> digest, of the last checkpoint
+        self._rejected: bytes | None = None  # the manifest last found damaged: not hashed again
+        # True when a checkpoint on disk was found damaged and not used: the caller
+        # saves a sound one when it may write, so the next open need not rebuild again
+        self.found_damage = False
 
     # -- state --------------------------------------------------------------
     @property
@@ -86,7 +103,9 @@ class VectorIndex:
 
     @property
     def needs_checkpoint(self) -> bool:
-        return self._applied_seq != self._checkpoint_seq or bool(self._dirty) or not os.path.exists(self.dir)
+        return (self._applied_seq != self._checkpoint_seq or bool(self._dirty) or not os.path.exists(self.dir)
+                # a checkpoint of ragstore 0.1 has no digests: the next one records them
+                or any(f not in self._sums for f in self._files.values()))
 
     def applied(self, seq: int) -> None:
         """Record that everything up to change-log entry ``seq`` is in the shards."""
@@ -110,6 +129,7 @@ class VectorIndex:
         self._dirty = set()
         self._applied_seq = 0
         self._checkpoint_seq = -1
+        self._sums = {}
 
     def add(self, source: str, keys: np.ndarray, vectors: np.ndarray) -> None:
         shard = self.shards.get(source)
@@ -188,34 +208,108 @@ class VectorIndex:
         order = np.argsort(dist, axis=1, kind="stable")[:, :count]
         return np.take_along_axis(keys, order, 1), np.take_along_axis(dist, order, 1)
 
+    def self_recall(self, source: str, keys: np.ndarray, vectors: np.ndarray) -> float:
+        """The share of ``keys`` that a search of the shard for their own stored vectors finds.
+
+        A sound HNSW graph finds nearly every vector itself; a damaged one (links
+        pointing at wrong nodes) loses many. Near-duplicates can push a key out of
+        a short list, so each search looks at up to 32 results.
+        """
+        shard = self.shards.get(source)
+        if shard is None or not len(shard) or not len(keys):
+            return 1.0
+        count = min(32, len(shard))
+        m = shard.search(vectors, count, threads=1)
+        found = np.asarray(m.keys).reshape(len(keys), -1)
+        return float(np.mean([k in row for k, row in zip(keys.tolist(), found.tolist(), strict=True)]))
+
     # -- persistence -------------------------------------------------------
-    def read_manifest(self) -> dict | None:
+    def _read_manifest_bytes(self) -> bytes | None:
         try:
             with open(os.path.join(self.dir, MANIFEST), "rb") as f:
-                return msgpack.unpackb(f.read(), raw=False)
+                return f.read()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, msgpack.UnpackException):
-            return None  # unreadable: the caller rebuilds from LMDB
+        except OSError:
+            return b""  # unreadable: treated as damaged
+
+    def read_manifest(self) -> dict | None:
+        raw = self._read_manifest_bytes()
+        return None if raw is None else _parse_manifest(raw)
+
+    def verify_files(self, manifest: dict | None = None) -> list[str]:
+        """What is wrong with the checkpoint on disk: an unreadable manifest, shard files
+        missing or whose bytes differ from the digest the manifest recorded.
+
+        A manifest written before checksums were recorded (ragstore 0.1) has no
+        digests: its files are only checked to exist.
+        """
+        raw = self._read_manifest_bytes()
+        if raw is None:
+            return []
+        manifest = _parse_manifest(raw) if manifest is None else manifest
+        if manifest is None:
+            return [f"index manifest {os.path.join(self.dir, MANIFEST)} is unreadable"]
+        out = []
+        sums = manifest.get("sums") or {}
+        for source, fname in manifest["shards"].items():
+            label = source or "(no source)"
+            path = os.path.join(self.dir, fname)
+            try:
+                got = file_sum(path) if fname in sums else None
+            except OSError as e:
+                out.append(f"index shard {label!r}: file {fname} cannot be read ({e.strerror or e})")
+                continue
+            if got is not None and got != sums[fname]:
+                out.append(f"index shard {label!r}: file {fname} is damaged (its {SUM_ALGO} digest differs "
+                           "from the one recorded when it was saved)")
+        return out
 
     def load_checkpoint(self) -> bool:
-        """Load the last checkpoint; False if there is none usable (rebuild then)."""
-        manifest = self.read_manifest()
-        if not manifest or manifest.get("dim") != self.dim or manifest.get("dtype") != self.dtype:
+        """Load the last checkpoint; False if there is none usable (rebuild then).
+
+        Every shard file is verified against its digest in the manifest before
+        usearch reads it: usearch trusts its files, and a damaged one crashed
+        the process (SIGSEGV, SIGBUS) at the first search.
+        """
+        raw = self._read_manifest_bytes()
+        if raw is None:
             return False
+        if raw == self._rejected:
+            return False  # found damaged already: rebuilt from LMDB, no need to hash and warn again
+        manifest = _parse_manifest(raw)
+        if not manifest or manifest.get("dim") != self.dim or manifest.get("dtype") != self.dtype:
+            return self._reject(raw, None if manifest else "its manifest is unreadable")
+        damage = self.verify_files(manifest)
+        if damage:
+            if self._read_manifest_bytes() != raw:
+                return False  # a newer checkpoint replaced these files meanwhile: not damage
+            return self._reject(raw, "; ".join(damage))
         shards: dict[str, Index] = {}
         try:
             for source, fname in manifest["shards"].items():
                 ix = self._new_shard()
                 ix.load(os.path.join(self.dir, fname))
                 shards[source] = ix
-        except (OSError, RuntimeError, FileNotFoundError):
-            return False  # a newer checkpoint replaced these files meanwhile, or damage
+        except FileNotFoundError:
+            return False  # a newer checkpoint replaced these files meanwhile
+        except (OSError, RuntimeError, ValueError) as e:
+            return self._reject(raw, f"usearch cannot load it ({e})")
         self.shards = shards
         self._files = dict(manifest["shards"])
+        self._sums = dict(manifest.get("sums") or {})
         self._dirty = set()
         self._applied_seq = self._checkpoint_seq = manifest["seq"]
         return True
+
+    def _reject(self, raw: bytes, why: str | None) -> bool:
+        self._rejected = raw
+        self.found_damage = True
+        if why is not None:  # None: another dimension or dtype, not damage
+            warnings.warn(f"the vector index checkpoint in {self.dir} is damaged: {why}. The index is "
+                          "rebuilt from the records (nothing is lost); `ragstore check --fix` saves a "
+                          "sound checkpoint", IndexDamageWarning, stacklevel=3)
+        return False
 
     def save_checkpoint(self) -> int:
         """Write changed shards and a new manifest atomically; returns the sequence it includes."""
@@ -223,17 +317,21 @@ class VectorIndex:
         seq = self._applied_seq
         gen = time.time_ns()  # unique file names: a reader may still be loading the previous ones
         files = {s: f for s, f in self._files.items() if s in self.shards and s not in self._dirty}
+        sums = {f: self._sums[f] for f in files.values() if f in self._sums}
         for source in sorted(self.shards):
-            if source in files:
+            if source in files and files[source] in sums:
                 continue
             fname = _shard_file(source, seq, gen)
             final = os.path.join(self.dir, fname)
             tmp = final + ".tmp"
             self.shards[source].save(tmp)
             fsync_path(tmp)
+            # read back from the file: the digest is of the bytes a later load will read
+            sums[fname] = file_sum(tmp)
             os.replace(tmp, final)
             files[source] = fname
-        manifest = {"seq": seq, "dim": self.dim, "dtype": self.dtype, "metric": self.metric, "shards": files}
+        manifest = {"seq": seq, "dim": self.dim, "dtype": self.dtype, "metric": self.metric, "shards": files,
+                    "sums": sums, "sum": SUM_ALGO}
         tmp = os.path.join(self.dir, MANIFEST + ".tmp")
         with open(tmp, "wb") as f:
             f.write(msgpack.packb(manifest, use_bin_type=True))
@@ -242,8 +340,11 @@ class VectorIndex:
         os.replace(tmp, os.path.join(self.dir, MANIFEST))
         fsync_path(self.dir)
         self._files = files
+        self._sums = sums
         self._dirty = set()
         self._checkpoint_seq = seq
+        self._rejected = None
+        self.found_damage = False
         self._remove_stale_files()
         return seq
 
@@ -267,3 +368,19 @@ class VectorIndex:
         except FileNotFoundError:
             pass
         return total
+
+
+def _parse_manifest(raw: bytes) -> dict | None:
+    """The manifest's fields, or None if its bytes are not a manifest (damage: rebuild)."""
+    try:
+        m = msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("shards"), dict) or not isinstance(m.get("seq"), int):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in m["shards"].items()):
+        return None
+    sums = m.get("sums")
+    if sums is not None and not isinstance(sums, dict):
+        return None
+    return m

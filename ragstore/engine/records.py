@@ -31,7 +31,15 @@ import lmdb
 import msgpack
 import numpy as np
 
-from ..errors import CorruptStoreError, InvalidInputError, NotFoundError, RagstoreError, StoreLockedError
+from ..errors import (
+    CorruptStoreError,
+    DamagedRecordError,
+    InvalidInputError,
+    NotFoundError,
+    RagstoreError,
+    StoreLockedError,
+)
+from .damage import DocDamage, check_file_length, damage_guard, is_damage, key_str, shape_error
 
 __all__ = [
     "Records",
@@ -71,7 +79,11 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(b: Any) -> Any:
-    return msgpack.unpackb(b, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(b, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        # ragstore wrote every value with msgpack: bytes it cannot read are damage
+        raise DamagedRecordError(f"a record's bytes are not valid msgpack ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------------- codecs
@@ -103,7 +115,17 @@ class DocRecord(NamedTuple):
     @classmethod
     def decode(cls, raw: Any) -> DocRecord:
         d = unpack(raw)
-        return tuple.__new__(cls, (d["s"], d["m"], d["c0"], d["n"], d["t"], d["h"], d["tail"]))
+        try:
+            rec = cls(d["s"], d["m"], d["c0"], d["n"], d["t"], d["h"], d["tail"])
+        except (KeyError, TypeError):
+            raise shape_error("document", d) from None
+        # checked here, once: a damaged value of the right msgpack shape would
+        # otherwise fail far from its cause (a TypeError in a join, a huge range)
+        if not (isinstance(rec.source, str) and isinstance(rec.meta, dict) and _uint(rec.first_chunk)
+                and _uint(rec.n_chunks) and _uint(rec.n_tokens) and isinstance(rec.content_hash, str)
+                and isinstance(rec.tail, str)):
+            raise shape_error("document", d)
+        return rec
 
 
 class ChunkRecord(NamedTuple):
@@ -122,7 +144,15 @@ class ChunkRecord(NamedTuple):
 
     @classmethod
     def decode(cls, raw: Any) -> ChunkRecord:
-        return decode_chunk(raw)
+        v = unpack(raw)
+        try:
+            rec = cls._make(v)
+        except TypeError:
+            raise shape_error("chunk", v) from None
+        if not (isinstance(rec.doc_id, str) and _uint(rec.position) and isinstance(rec.text, str)
+                and _uint(rec.start) and _uint(rec.end) and _uint(rec.n_tokens) and isinstance(rec.pre, str)):
+            raise shape_error("chunk", v)
+        return rec
 
     def continued_by(self, nxt: ChunkRecord | None) -> bool:
         """Whether ``nxt`` (the record of chunk id + 1) is this chunk's continuation."""
@@ -132,7 +162,7 @@ class ChunkRecord(NamedTuple):
 def decode_chunk(raw: Any) -> ChunkRecord:
     """``ChunkRecord.decode`` as a plain function: the query path decodes ~20 records per query
     (not ``_make``, whose length check costs there too)."""
-    return tuple.__new__(ChunkRecord, unpack(raw))
+    return ChunkRecord.decode(raw)
 
 
 class LogOp(NamedTuple):
@@ -146,6 +176,23 @@ class LogOp(NamedTuple):
     @property
     def keys(self) -> np.ndarray:
         return np.arange(self.first_chunk, self.first_chunk + self.n_chunks, dtype=np.uint64)
+
+    @classmethod
+    def decode_entry(cls, raw: Any) -> list[LogOp]:
+        """A change-log entry's operations."""
+        v = unpack(raw)
+        try:
+            ops = [cls._make(op) for op in v]
+        except TypeError:
+            raise shape_error("change-log", v) from None
+        if not all(op.op in (ADD, DEL) and isinstance(op.source, str) and _uint(op.first_chunk)
+                   and _uint(op.n_chunks) for op in ops):
+            raise shape_error("change-log", v)
+        return ops
+
+
+def _uint(x: Any) -> bool:
+    return type(x) is int and 0 <= x < 1 << 64
 
 
 class Counts(NamedTuple):
@@ -222,6 +269,11 @@ class Records:
                 f"cannot open the LMDB database at {path}: {e}. If the files were copied while a "
                 "writer was running, restore a good copy."
             ) from None
+        try:
+            check_file_length(self.env, path)
+        except CorruptStoreError:
+            self.env.close()
+            raise
         txn_dbs = {}
         for name in _DBS:
             # open_db without a txn: handles opened in an explicit read txn are
@@ -233,6 +285,15 @@ class Records:
                 raise CorruptStoreError(
                     f"{path} is an LMDB database but not a ragstore store (no {name!r} table)"
                 ) from None
+            except lmdb.Error as e:
+                self.env.close()
+                if not is_damage(e):
+                    raise
+                # the pages that locate the tables are damaged: no record can be found
+                raise CorruptStoreError(
+                    f"the LMDB file of the store at {path} is damaged where its tables are located ({e}): "
+                    "nothing in it can be read; restore a backup"
+                ) from None
         self.meta = txn_dbs["meta"]
         self.docs = txn_dbs["docs"]
         self.chunks = txn_dbs["chunks"]
@@ -243,7 +304,11 @@ class Records:
     # -- transactions ----------------------------------------------------
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        """A consistent read snapshot; values are zero-copy buffers (valid inside only)."""
+        """A consistent read snapshot; values are zero-copy buffers (valid inside only).
+
+        Damage met inside (an unreadable page, an undecodable record) leaves as
+        :class:`CorruptStoreError` saying what to do, whichever read path met it.
+        """
         for _ in range(3):
             try:
                 txn = self.env.begin(buffers=True)
@@ -254,7 +319,8 @@ class Records:
         else:  # pragma: no cover - needs three concurrent resizes
             raise RagstoreError("the store's map kept growing while opening a read transaction; retry")
         try:
-            yield txn
+            with damage_guard(self.path):
+                yield txn
         finally:
             txn.abort()
 
@@ -284,7 +350,15 @@ class Records:
     # -- meta ------------------------------------------------------------
     def get_meta(self, txn: lmdb.Transaction, key: str, default: Any = None) -> Any:
         v = txn.get(key.encode(), db=self.meta)
-        return default if v is None else unpack(v)
+        if v is None:
+            return default
+        try:
+            return unpack(v)
+        except DamagedRecordError as e:
+            if key == "config":  # without it nothing can be read, checked or salvaged
+                raise CorruptStoreError(f"the configuration record of the store at {self.path} is damaged ({e}): "
+                                        "its records cannot be interpreted without it; restore a backup") from None
+            raise DamagedRecordError(f"meta record {key!r}: {e}") from None
 
     def put_meta(self, txn: lmdb.Transaction, key: str, value: Any) -> None:
         txn.put(key.encode(), pack(value), db=self.meta)
@@ -320,11 +394,58 @@ class Records:
     def get_docs(self, txn: lmdb.Transaction, doc_ids: Iterable[str]) -> dict[str, DocRecord]:
         """The records of several documents in one LMDB call; missing ids are absent."""
         keys = sorted({d.encode() for d in doc_ids})
-        return {bytes(k).decode(): DocRecord.decode(v) for k, v in txn.cursor(db=self.docs).getmulti(keys)}
+        return {key_str(k): DocRecord.decode(v) for k, v in txn.cursor(db=self.docs).getmulti(keys)}
 
     def iter_docs(self, txn: lmdb.Transaction) -> Iterator[tuple[str, DocRecord]]:
         for k, v in txn.cursor(db=self.docs):
-            yield bytes(k).decode(), DocRecord.decode(v)
+            yield key_str(k), DocRecord.decode(v)
+
+    def scan_docs(self, txn: lmdb.Transaction, damaged: list[DocDamage]) -> Iterator[tuple[str, DocRecord]]:
+        """Every readable document; each damaged record (or page) goes to ``damaged`` instead.
+
+        For ``check``, rebuilds and salvage: one bad record must not hide the
+        others. A damaged page stops the walk (what lies beyond it cannot be
+        reached from the cursor); the walk resumes after it if LMDB can seek there.
+        """
+        cur = txn.cursor(db=self.docs)
+        last: bytes | None = None
+        try:
+            positioned = cur.first()
+        except lmdb.Error as e:
+            if not is_damage(e):
+                raise
+            damaged.append(DocDamage("docs table", f"unreadable ({type(e).__name__}: {e})", None))
+            return
+        while positioned:
+            try:
+                k = bytes(cur.key())
+                raw = cur.value()
+            except lmdb.Error as e:
+                if not is_damage(e):
+                    raise
+                damaged.append(DocDamage(f"docs table after {last!r}", f"{type(e).__name__}: {e}", None))
+                return
+            last = k
+            try:
+                doc_id = key_str(k)
+            except DamagedRecordError as e:
+                damaged.append(DocDamage(f"document key {k[:40]!r}", str(e), None))
+            else:
+                try:
+                    doc = DocRecord.decode(raw)
+                except DamagedRecordError as e:
+                    damaged.append(DocDamage(f"document {doc_id!r}", str(e), doc_id))
+                else:
+                    yield doc_id, doc
+            try:
+                positioned = cur.next()
+            except lmdb.Error as e:
+                if not is_damage(e):
+                    raise
+                damaged.append(DocDamage(f"docs table after {k[:40]!r}",
+                                         f"a page is unreadable ({type(e).__name__}: {e}); the documents "
+                                         "stored beyond it cannot be read", None))
+                return
 
     # -- chunks ----------------------------------------------------------
     def get_chunk(self, txn: lmdb.Transaction, chunk_id: int) -> ChunkRecord | None:
@@ -335,6 +456,15 @@ class Records:
         """The records of several chunks in one LMDB call; deleted ids are absent."""
         keys = [u64(x) for x in sorted(set(chunk_ids))]
         return {from_u64(k): ChunkRecord.decode(v) for k, v in txn.cursor(db=self.chunks).getmulti(keys)}
+
+    def doc_chunks(self, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> list[ChunkRecord]:
+        """A document's chunk records in order; a missing or misfiled one is damage."""
+        chunks = self.get_chunks(txn, doc.chunk_ids)
+        out = [chunks.get(cid) for cid in doc.chunk_ids]
+        for pos, c in enumerate(out):
+            if c is None or c.doc_id != doc_id or c.position != pos:
+                raise DamagedRecordError(f"chunk {pos} of document {doc_id!r} is missing or misfiled")
+        return out  # type: ignore[return-value]
 
     def get_raw_chunks(self, txn: lmdb.Transaction, chunk_ids: Iterable[int]) -> dict[int, Any]:
         """Encoded records of several chunks in one LMDB call, as buffers valid inside ``txn``
@@ -376,6 +506,10 @@ class Records:
         found, rows = self.read_vectors(txn, keys)
         if not found:
             return [], np.zeros((0, dim), dtype=np.float32)
+        row_bytes = dim * np.dtype(dtype).itemsize
+        if any(len(r) != row_bytes for r in rows):
+            bad = next(k for k, r in zip(found, rows, strict=True) if len(r) != row_bytes)
+            raise DamagedRecordError(f"the vector record of chunk {bad} has the wrong length")
         arr = np.frombuffer(b"".join(rows), dtype=dtype).reshape(len(found), dim)
         return found, arr.astype(np.float32, copy=False)
 
@@ -399,7 +533,7 @@ class Records:
         if not cur.set_range(u64(seq + 1)):
             return
         for k, v in cur:
-            yield from_u64(bytes(k)), [LogOp._make(op) for op in unpack(v)]
+            yield from_u64(bytes(k)), LogOp.decode_entry(v)
 
     def first_log_seq(self, txn: lmdb.Transaction) -> int | None:
         cur = txn.cursor(db=self.log)
@@ -437,7 +571,7 @@ class Records:
             txn.delete(k, db=self.sources)
 
     def source_counts(self, txn: lmdb.Transaction) -> dict[str, int]:
-        return {bytes(k)[1:].decode(): unpack(v) for k, v in txn.cursor(db=self.sources)}
+        return {key_str(bytes(k)[1:]): unpack(v) for k, v in txn.cursor(db=self.sources)}
 
     def set_source_counts(self, txn: lmdb.Transaction, counts: dict[str, int]) -> None:
         txn.drop(self.sources, delete=False)

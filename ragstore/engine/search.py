@@ -17,7 +17,7 @@ import lmdb
 import numpy as np
 
 from ..config import QueryOptions
-from ..errors import InvalidInputError
+from ..errors import DamagedRecordError, InvalidInputError
 from ..types import Hit
 from .chunking import check_text
 from .index import VectorIndex
@@ -216,6 +216,10 @@ class Searcher:
     def _build(self, txn: lmdb.Transaction, chosen_all: list[list[Chosen]],
                chunk: Callable[[int], ChunkRecord | None]) -> list[list[Hit]]:
         docs = self.records.get_docs(txn, {c.doc_id for chosen in chosen_all for _, _, c in chosen})
+        for chosen in chosen_all:
+            for _, key, c in chosen:
+                if c.doc_id not in docs:  # a chunk outlives its document only when a record is damaged
+                    raise DamagedRecordError(f"chunk {key} belongs to document {c.doc_id!r}, which has no record")
         return [[_hit(score, key, c, docs[c.doc_id], chunk(key + 1)) for score, key, c in chosen]
                 for chosen in chosen_all]
 

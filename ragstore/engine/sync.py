@@ -11,12 +11,15 @@ So an acknowledged write is never lost, whatever happens to the index files.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import lmdb
 import numpy as np
 
-from .index import VectorIndex
+from ..errors import DamagedRecordError
+from .damage import DocDamage, is_damage
+from .index import IndexDamageWarning, VectorIndex
 from .records import ADD, Records
 
 __all__ = ["IndexSync"]
@@ -72,6 +75,16 @@ class IndexSync:
         return self.rebuild(txn)
 
     def _replay(self, txn: lmdb.Transaction) -> int:
+        try:
+            return self._replay_log(txn)
+        except (lmdb.Error, DamagedRecordError) as e:
+            if not is_damage(e):
+                raise
+            # A damaged log entry or vector: the index cannot follow the log, so it is
+            # rebuilt from the documents that are readable (check() lists the others).
+            return self.rebuild(txn)
+
+    def _replay_log(self, txn: lmdb.Transaction) -> int:
         ix, rec = self.index, self.records
         n = 0
         for seq, ops in rec.log_since(txn, ix.applied_seq):
@@ -100,8 +113,14 @@ class IndexSync:
             ks, vs = pending.pop(source)
             ix.add(source, np.concatenate(ks), np.concatenate(vs))
 
-        for _, doc in rec.iter_docs(txn):
-            vecs = rec.doc_vectors(txn, doc, self.vector_dtype, self.dim)
+        damaged: list[DocDamage] = []
+        for _, doc in rec.scan_docs(txn, damaged):
+            try:
+                vecs = rec.doc_vectors(txn, doc, self.vector_dtype, self.dim)
+            except (lmdb.Error, DamagedRecordError) as e:
+                if not is_damage(e):
+                    raise
+                vecs = None
             if vecs is None:
                 continue  # reported by check()
             ks, vs = pending.setdefault(doc.source, ([], []))
@@ -114,6 +133,12 @@ class IndexSync:
                     on_progress(total)
         for source in list(pending):
             flush(source)
+        if damaged:
+            # Opening must still work, so that `check` can list the damage and `check --fix` salvage.
+            warnings.warn(f"the store at {rec.path} has damaged records ({damaged[0].where}: {damaged[0].error}"
+                          f"{f'; {len(damaged) - 1} more' if len(damaged) > 1 else ''}); the index holds the "
+                          f"readable documents only. Run `ragstore check {rec.path}` to list the damage",
+                          IndexDamageWarning, stacklevel=2)
         ix.applied(rec.seq(txn))
         self.since_checkpoint += total
         return total
