@@ -123,9 +123,9 @@ def decode_chunk(raw: Any) -> ChunkRecord:
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise DamagedRecordError(f"a record's bytes are not valid msgpack ({type(e).__name__}: {e})") from None
     if type(v) is tuple and len(v) == 7:
-        d, p, t, s, e, n, pre = v
-        if (type(d) is str and type(p) is int and type(t) is str and type(s) is int and type(e) is int
-                and type(n) is int and type(pre) is str and p >= 0 and s >= 0 and e >= 0 and n >= 0):
+        d, p, t, s, end, n, pre = v
+        if (type(d) is str and type(p) is int and type(t) is str and type(s) is int and type(end) is int
+                and type(n) is int and type(pre) is str and p >= 0 and s >= 0 and end >= 0 and n >= 0):
             return tuple.__new__(ChunkRecord, v)
     raise shape_error("chunk", v)
 
