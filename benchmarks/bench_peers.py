@@ -201,7 +201,8 @@ def main() -> None:
                                             ["--variant", json.dumps("no rerank"), "--param", json.dumps(pa)])
             if "rss_delta" in sv:
                 log(f"  serve ({v} {p}): RSS delta {sv['rss_delta'] / 2**20:.1f} MiB "
-                    f"({sv['rss_delta'] / data['n_chunks']:.0f} B/chunk), cold start {sv['open_first_query_s'] * 1e3:.0f} ms")
+                    f"({sv['rss_delta'] / data['n_chunks']:.0f} B/chunk), "
+                    f"cold start {sv['open_first_query_s'] * 1e3:.0f} ms")
             if not a.no_delete and peers.make(name).can_delete:
                 d = run_worker("delete", name, a, data_folder, ["--variant", json.dumps(v), "--param", json.dumps(p)])
                 r["delete"] = d

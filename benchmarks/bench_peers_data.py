@@ -55,7 +55,7 @@ def log(*a) -> None:
 
 
 def load_str() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 # =========================================================================== machine
@@ -156,7 +156,7 @@ def recall_at_k(R: np.ndarray, gt: np.ndarray, Q: np.ndarray, X: np.ndarray, k: 
 def recall_ids(R: np.ndarray, gt: np.ndarray, k: int = K) -> float:
     """recall@k counting ids only (ties not credited); kept in the JSON for reference."""
     hit = 0
-    for r, g in zip(R, gt):
+    for r, g in zip(R, gt, strict=True):
         hit += len(set(r[:k].tolist()) & set(g[:k].tolist()))
     return hit / (len(gt) * k)
 

@@ -105,7 +105,7 @@ def report(res: dict) -> str:
     w("#### Ingest with precomputed vectors\n")
     w("| system | includes | seconds | chunks/s | ragstore/peer |")
     w("|---|---|---:|---:|---:|")
-    for k, r in systems.items():
+    for r in systems.values():
         w(f"| {r['label']} | {r['durable']} | {r['ingest_s']:.1f} | {r['ingest_chunks_per_s']:,.0f} | "
           f"{ratio(ref['ingest_chunks_per_s'], r['ingest_chunks_per_s']) if ref else '–'} |")
     w("")
@@ -120,7 +120,7 @@ def report(res: dict) -> str:
     w("| system | setting | recall@10 | QPS (batched) | p50 ms | p99 ms | QPS ragstore/peer | p50 ragstore/peer |")
     w("|---|---|---:|---:|---:|---:|---:|---:|")
     rpt = ref_ops.get(ref_v, {}).get("0.95") if ref else None
-    for k, r in systems.items():
+    for r in systems.values():
         for v in operating_points(r["sweep"]):
             pt = row_for(r, v, "0.95")
             if pt is None:
@@ -135,7 +135,7 @@ def report(res: dict) -> str:
     w("#### Queries at recall@10 >= 0.90 and >= 0.99\n")
     w("| system | 0.90: setting | QPS | p50 ms | 0.99: setting | QPS | p50 ms |")
     w("|---|---|---:|---:|---|---:|---:|")
-    for k, r in systems.items():
+    for r in systems.values():
         for v in operating_points(r["sweep"]):
             cells = []
             for t in ("0.9", "0.99"):
@@ -157,7 +157,7 @@ def report(res: dict) -> str:
       "cold start ms | RSS ragstore/peer | disk ragstore/peer |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref_rss = ref["serve"]["rss_delta"] if ref and "rss_delta" in ref.get("serve", {}) else None
-    for k, r in systems.items():
+    for r in systems.values():
         for key in ("serve", "serve_alt"):
             sv = r.get(key)
             if sv is None:
@@ -181,7 +181,7 @@ def report(res: dict) -> str:
     w("| system | delete s | recall after | deleted returned | disk MiB before → after delete | reclaim | "
       "reclaim s | disk MiB after reclaim | recall after reclaim |")
     w("|---|---:|---:|---:|---|---|---:|---:|---:|")
-    for k, r in systems.items():
+    for r in systems.values():
         d = r.get("delete")
         if not d:
             continue
@@ -283,8 +283,8 @@ def plot(res: dict, path: Path) -> None:
     markers = "os^vD<>pPXh*"
     colors = [plt.cm.tab20(i / 20) for i in range(0, 20, 2)] + [plt.cm.tab20(i / 20) for i in range(1, 20, 2)]
     line = 0
-    for i, (k, r) in enumerate(systems.items()):
-        for j, v in enumerate(operating_points(r["sweep"])):
+    for r in systems.values():
+        for v in operating_points(r["sweep"]):
             pts = [pt for pt in r["sweep"] if pt["variant"] == v]
             x = [pt["recall"] for pt in pts]
             style = "-" if r["family"] == "ragstore" else "--"
@@ -294,7 +294,7 @@ def plot(res: dict, path: Path) -> None:
             line += 1
             axes[0].plot(x, [pt["qps"] for pt in pts], style, **kw)
             axes[1].plot(x, [pt["p50_ms"] for pt in pts], style, **kw)
-    for ax, yl in zip(axes, ("queries/s, batched, all cores (log)", "p50 latency ms, one thread (log)")):
+    for ax, yl in zip(axes, ("queries/s, batched, all cores (log)", "p50 latency ms, one thread (log)"), strict=True):
         ax.set_yscale("log")
         ax.set_xlabel("recall@10")
         ax.set_ylabel(yl)

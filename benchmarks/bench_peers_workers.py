@@ -51,7 +51,8 @@ def worker_build(a) -> dict:
     res["ingest_s"] = t
     res["ingest_chunks_per_s"] = data.n / t
     res["disk_bytes"] = peers.disk_bytes(path)
-    log(f"  {s.name}: ingest {data.n} chunks in {t:.1f}s = {data.n / t:.0f}/s, disk {res['disk_bytes'] / 2**20:.1f} MiB")
+    log(f"  {s.name}: ingest {data.n} chunks in {t:.1f}s = {data.n / t:.0f}/s, "
+        f"disk {res['disk_bytes'] / 2**20:.1f} MiB")
     del s
     s = peers.make(a.system, a.threads)
     s.open(path, data)
@@ -80,7 +81,8 @@ def worker_build(a) -> dict:
                 s.search_one(q, K, variant, p)
                 lat.append(time.perf_counter() - t0)
             lat = np.asarray(lat) * 1e3
-            pt = {"variant": variant, "param": p, "recall": rec, "recall_ids": recall_ids(R, gtn), "qps": nq / min(times),
+            pt = {"variant": variant, "param": p, "recall": rec, "recall_ids": recall_ids(R, gtn),
+                  "qps": nq / min(times),
                   "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
                   "mean_ms": float(lat.mean())}
             sweep.append(pt)
@@ -116,9 +118,10 @@ def worker_serve(a) -> dict:
     s = peers.make(a.system, a.threads)
     path = s.path_in(a.stores)
     if s.reload_to_prepare:  # persist the setting first, in a process of its own
-        subprocess.run([sys.executable, "-c", "import sys, json; sys.path.insert(0, %r); import peers; "
-                        "s = peers.make(%r); s.open(%r); s.prepare(json.loads(%r), json.loads(%r)); s.close()"
-                        % (str(HERE), a.system, path, a.variant, a.param)], check=True)
+        code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import peers; "
+                f"s = peers.make({a.system!r}); s.open({path!r}); "
+                f"s.prepare(json.loads({a.variant!r}), json.loads({a.param!r})); s.close()")
+        subprocess.run([sys.executable, "-c", code], check=True)
     st0 = proc_status()
     t0 = time.perf_counter()
     exec(IMPORTS[s.family], {"peers": peers})

@@ -125,12 +125,12 @@ class FaissHNSW(System):
 
     def search_batch(self, Q, k, variant, p):
         self.ix.hnsw.efSearch = p
-        _, I = self.ix.search(Q, k)
-        return _rows(I.astype(np.int64), k)
+        _, ids = self.ix.search(Q, k)
+        return _rows(ids.astype(np.int64), k)
 
     def search_one(self, q, k, variant, p):
-        _, I = self.ix.search(q[None, :], k)
-        return I[0].tolist()
+        _, ids = self.ix.search(q[None, :], k)
+        return ids[0].tolist()
 
 
 class FaissIVFPQ(System):
@@ -185,12 +185,12 @@ class FaissIVFPQ(System):
 
     def search_batch(self, Q, k, variant, p):
         self.ix.nprobe = p
-        _, I = self.ix.search(Q, k)
-        return _rows(I.astype(np.int64), k)
+        _, ids = self.ix.search(Q, k)
+        return _rows(ids.astype(np.int64), k)
 
     def search_one(self, q, k, variant, p):
-        _, I = self.ix.search(q[None, :], k)
-        return I[0].tolist()
+        _, ids = self.ix.search(q[None, :], k)
+        return ids[0].tolist()
 
     def delete(self, rows, docs, data):
         import faiss

@@ -82,7 +82,7 @@ def fsync_tree(path: str) -> None:
     """fsync every file and folder under path (durability for systems without their own)."""
     paths = [path] if os.path.isfile(path) else []
     if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
+        for root, _dirs, files in os.walk(path):
             paths += [os.path.join(root, f) for f in files]
             paths += [root]
     else:

@@ -142,7 +142,8 @@ class LanceDB(System):
         schema = next(batches()).schema
         tbl = db.create_table("chunks", data=pa.RecordBatchReader.from_batches(schema, batches()))
         parts = int(max(16, round(np.sqrt(n))))
-        tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=self.pq_m))
+        cfg = IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=self.pq_m)
+        tbl.create_index("vector", config=cfg)
         fsync_tree(path)
         return {"num_partitions": parts, "num_sub_vectors": self.pq_m}
 
@@ -165,7 +166,7 @@ class LanceDB(System):
         qi = t.column("query_index").to_numpy()
         ids = t.column("id").to_numpy()
         fill = np.zeros(len(Q), dtype=np.int64)
-        for a, b in zip(qi.tolist(), ids.tolist()):
+        for a, b in zip(qi.tolist(), ids.tolist(), strict=True):
             if fill[a] < k:
                 out[a, fill[a]] = b
                 fill[a] += 1

@@ -112,6 +112,19 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 class _Layer:
     __slots__ = ("wqkv", "bqkv", "wo", "bo", "ln1_g", "ln1_b", "w1", "b1", "w2", "b2", "ln2_g", "ln2_b")
+    # declared for the type checker (slots alone declare no types); _Weights sets them all
+    wqkv: np.ndarray
+    bqkv: np.ndarray
+    wo: np.ndarray
+    bo: np.ndarray
+    ln1_g: np.ndarray
+    ln1_b: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    ln2_g: np.ndarray
+    ln2_b: np.ndarray
 
 
 class _Weights:

@@ -25,17 +25,17 @@ __all__ = ["longest_common_run", "leakage", "LeakageReport", "leakage_report"]
 # --------------------------------------------------------------------------- leakage
 def longest_common_run(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common contiguous run of tokens of ``a`` and ``b``."""
-    a = np.asarray(a, dtype=np.int64).reshape(-1)
-    b = np.asarray(b, dtype=np.int64).reshape(-1)
-    if len(a) == 0 or len(b) == 0:
+    short = np.asarray(a, dtype=np.int64).reshape(-1)
+    long = np.asarray(b, dtype=np.int64).reshape(-1)
+    if len(short) == 0 or len(long) == 0:
         return 0
-    if len(a) > len(b):
-        a, b = b, a
-    prev = np.zeros(len(b) + 1, dtype=np.int32)
+    if len(short) > len(long):
+        short, long = long, short
+    prev = np.zeros(len(long) + 1, dtype=np.int32)
     cur = np.zeros_like(prev)
     best = 0
-    for x in a.tolist():
-        eq = b == x
+    for x in short.tolist():
+        eq = long == x
         cur[0] = 0
         np.multiply(prev[:-1] + 1, eq, out=cur[1:])
         m = int(cur.max())
@@ -98,7 +98,7 @@ class LeakageReport:
             "histogram (max-leakage per chunk):",
         ]
         total = max(1, sum(self.histogram))
-        for lo, hi, c in zip(self.bin_edges[:-1], self.bin_edges[1:], self.histogram):
+        for lo, hi, c in zip(self.bin_edges[:-1], self.bin_edges[1:], self.histogram, strict=True):
             lines.append(f"  [{lo:.1f}, {hi:.1f}{']' if hi >= 1.0 else ')'} {c:6d} {'#' * round(40 * c / total)}")
         return "\n".join(lines)
 

@@ -25,13 +25,16 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..types import Hit
 from .scaling import ScalingResult, answer_recall, plot_scaling, scaling_study
+
+if TYPE_CHECKING:
+    from .lm_tokenizer import LMTokenizer
 
 __all__ = [
     "DomainInfo",
@@ -326,7 +329,7 @@ class Pipeline:
         self.sources = sources
         self.query_kwargs = dict(query_kwargs or {})
         self._ref_index = self._index_references(self.references)
-        self._tok = None
+        self._tok: LMTokenizer | None = None
 
     def replace(self, **changes: Any) -> Pipeline:
         """A copy with some options changed (e.g. ``subsample=0.25``)."""
@@ -354,8 +357,8 @@ class Pipeline:
             sizes.append(len(g))
             for x in g.tolist():
                 inverted.setdefault(x, []).append(r)
-            if self.decon_span:
-                spans.update(word_ngrams(text, self.decon_span).tolist() if len(_words(text)) >= self.decon_span else [])
+            if self.decon_span and len(_words(text)) >= self.decon_span:
+                spans.update(word_ngrams(text, self.decon_span).tolist())
         return inverted, sizes, spans
 
     # -- running ---------------------------------------------------------------
@@ -371,7 +374,7 @@ class Pipeline:
             from .retro import as_tokenizer
 
             self._tok = as_tokenizer(self.tokenizer if self.tokenizer is not None else store.chunker)
-        return [self.apply(q, c) for q, c in zip(queries, cands)]
+        return [self.apply(q, c) for q, c in zip(queries, cands, strict=True)]
 
     def apply(self, query: str, candidates: Sequence[Hit]) -> PipelineResult:
         """Run the stages on ``candidates`` (best first, as a query returns them)."""
@@ -392,7 +395,7 @@ class Pipeline:
             hits = stage("decontaminate", self._decontaminate(query, hits))
         if self.subsample is not None:
             keep = subsample_keep([h.chunk_id for h in hits], self.subsample, self.seed)
-            hits = stage("subsample", [h for h, kp in zip(hits, keep) if kp])
+            hits = stage("subsample", [h for h, kp in zip(hits, keep, strict=True) if kp])
         if self.min_chars is not None or self.min_tokens is not None:
             hits = stage("min_length", self._min_length(hits))
         if self.reranker is not None:
@@ -412,7 +415,7 @@ class Pipeline:
         if self.dedup == "minhash":
             sigs = np.zeros((len(hits), self.num_perm), dtype=np.uint64)
             n = 0
-            for h, g in zip(hits, grams):
+            for h, g in zip(hits, grams, strict=True):
                 sig = minhash_signature(g, self.num_perm, self.dedup_seed)
                 if len(g) and n and (sigs[:n] == sig).mean(axis=1).max() >= self.dedup_threshold:
                     continue
@@ -422,7 +425,7 @@ class Pipeline:
             return kept
         inverted: dict[int, list[int]] = {}
         sizes: list[int] = []
-        for h, g in zip(hits, grams):
+        for h, g in zip(hits, grams, strict=True):
             gl = g.tolist()
             shared = Counter(j for x in gl for j in inverted.get(x, ()))
             if any(c / (len(gl) + sizes[j] - c) >= self.dedup_threshold for j, c in shared.items()):

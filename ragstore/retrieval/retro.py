@@ -252,7 +252,7 @@ def neighbour_arrays(
                 texts.append(h.continuation)
                 slots.append((u, j, ct))
     if texts:
-        for (u, j, off), ids in zip(slots, tok.encode_batch(texts)):
+        for (u, j, off), ids in zip(slots, tok.encode_batch(texts), strict=True):
             ids = ids[:ct]
             tokens[u, j, off : off + len(ids)] = ids
             mask[u, j, off : off + len(ids)] = True
@@ -277,7 +277,7 @@ def _query_neighbours(
     out: list[list[Hit]] = [[] for _ in chunks]
     ovl: list[list[float]] = [[] for _ in chunks]
     need_overlap = with_overlap or max_overlap is not None
-    chunk_ids = tok.encode_batch(texts) if need_overlap else None
+    chunk_ids = tok.encode_batch(texts) if need_overlap else []  # read only when need_overlap
     excluded = list(exclude_docs) if exclude_docs else None
     fetch = k if max_overlap is None else 2 * k
     max_fetch = max(fetch, 256 * k)
@@ -292,9 +292,9 @@ def _query_neighbours(
     while todo:
         results = store.query_many([texts[i] for i in todo], fetch, exclude_docs=excluded, **query_kwargs)
         again = []
-        for i, hits in zip(todo, results):
+        for i, hits in zip(todo, results, strict=True):
             scores = _scores(i, hits)
-            kept = [(h, s) for h, s in zip(hits, scores) if max_overlap is None or s <= max_overlap]
+            kept = [(h, s) for h, s in zip(hits, scores, strict=True) if max_overlap is None or s <= max_overlap]
             if len(kept) < k and len(hits) == fetch and fetch < max_fetch:
                 again.append(i)  # filtered below k while more candidates exist: look deeper
                 continue
@@ -365,7 +365,7 @@ def retrieve_sequence(
         neighbours = [[]] + neighbours[:-1]
         if overlaps is not None:
             overlaps = [[]] + overlaps[:-1]
-        retrieved_with = [None] + retrieved_with[:-1]
+        retrieved_with = [None, *retrieved_with[:-1]]
     return SequenceNeighbours(
         chunks=chunks,
         neighbours=neighbours,
@@ -378,7 +378,9 @@ def retrieve_sequence(
     )
 
 
-def retrieve_document(store: Any, doc_id: str, *, k: int = 2, exclude_self: bool = True, **kwargs: Any) -> SequenceNeighbours:
+def retrieve_document(
+    store: Any, doc_id: str, *, k: int = 2, exclude_self: bool = True, **kwargs: Any
+) -> SequenceNeighbours:
     """:func:`retrieve_sequence` over a stored document, excluding the document itself.
 
     This is how RETRO prepares training data: the neighbours of a training

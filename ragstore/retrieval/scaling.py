@@ -42,7 +42,7 @@ def answer_recall(results: Sequence[Sequence[Hit]], answers: Sequence[Any], k: i
     if not results:
         return 0.0
     hit = 0
-    for hits, ans in zip(results, answers):
+    for hits, ans in zip(results, answers, strict=True):
         ans = [ans] if isinstance(ans, str) else list(ans)
         top = hits if k is None else list(hits)[:k]
         hit += any(_contains_answer(h.text, ans) for h in top)
@@ -63,8 +63,8 @@ class ScalingResult:
     store_chunks: int | None = None
 
     def table(self) -> str:
-        lines = ["     p   ~chunks   recall@%d" % self.k]
-        for p, r in zip(self.ps, self.recall):
+        lines = [f"     p   ~chunks   recall@{self.k}"]
+        for p, r in zip(self.ps, self.recall, strict=True):
             n = f"{round(p * self.store_chunks):>9,}" if self.store_chunks else "        ?"
             lines.append(f"{p:6.3f} {n}   {r:8.3f}")
         return "\n".join(lines)
@@ -113,7 +113,7 @@ def scaling_study(
         for s in seeds:
             pl = base.replace(subsample=float(p), seed=s)
             pl._tok = base._tok
-            res = [pl.apply(q, c).hits for q, c in zip(queries, cands)]
+            res = [pl.apply(q, c).hits for q, c in zip(queries, cands, strict=True)]
             row.append(answer_recall(res, answers, k))
         per_seed.append(row)
     try:
