@@ -67,6 +67,8 @@ from ragstore.embedders.minilm import MiniLM  # noqa: E402
 
 WIKI = Path(os.environ.get("RAGSTORE_SHARED_DATA", "/work/shared/data")) / "wiki" / "wiki-AA.jsonl.gz"
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def machine() -> dict:
     info: dict = {

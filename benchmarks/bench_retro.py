@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 import ragstore  # noqa: E402
 from ragstore import retro  # noqa: E402
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def machine() -> dict:
     cpu = platform.processor() or ""

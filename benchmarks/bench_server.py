@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def free_port() -> int:
     with socket.socket() as s:

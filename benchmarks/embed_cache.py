@@ -34,6 +34,8 @@ WIKI = REPO.parent / "shared" / "data" / "wiki"
 DEFAULT_CACHE = REPO / ".cache" / "wiki-minilm"
 PART_CHUNKS = 2_000
 
+__all__ = ["build", "load", "cached_state", "main"]  # bench_peers uses build, load and cached_state
+
 
 def wiki_docs():
     """All wiki documents in a fixed order (file by file, line by line)."""
