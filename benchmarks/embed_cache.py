@@ -34,7 +34,7 @@ WIKI = REPO.parent / "shared" / "data" / "wiki"
 DEFAULT_CACHE = REPO / ".cache" / "wiki-minilm"
 PART_CHUNKS = 2_000
 
-__all__ = ["build", "load", "cached_state", "main"]  # bench_peers uses build, load and cached_state
+__all__ = ["build", "load", "cached_state", "main"]  # bench_peers_data.py uses load and cached_state
 
 
 def wiki_docs():
