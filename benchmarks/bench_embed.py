@@ -1,6 +1,7 @@
 """Speed of the default embedder (numpy all-MiniLM-L6-v2) on 64-token Wikipedia chunks.
 
-    python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--workers N] [--no-st] [--no-single-blas]
+    python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--workers N]
+        [--no-st] [--no-single-blas]
 
 Chunks: the first documents of /work/shared/data/wiki/wiki-AA.jsonl.gz are
 tokenized with the model's tokenizer (no special tokens, no truncation) and
@@ -66,6 +67,8 @@ from ragstore.embedders.minilm import MiniLM  # noqa: E402
 
 WIKI = Path(os.environ.get("RAGSTORE_SHARED_DATA", "/work/shared/data")) / "wiki" / "wiki-AA.jsonl.gz"
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def machine() -> dict:
     info: dict = {
@@ -80,7 +83,11 @@ def machine() -> dict:
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
         flags = next(
-            (ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+            (
+                ln.split(":", 1)[1].split()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("flags")
+            ),
             [],
         )
         info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
@@ -177,7 +184,8 @@ def main() -> None:
     ap.add_argument(
         "--no-single-blas",
         action="store_true",
-        help="skip the second measurement, in a subprocess with OPENBLAS_NUM_THREADS=1 (MiniLM then runs one batch per core)",
+        help="skip the second measurement, in a subprocess with OPENBLAS_NUM_THREADS=1 "
+        "(MiniLM then runs one batch per core)",
     )
     args = ap.parse_args()
 
@@ -217,7 +225,9 @@ def main() -> None:
     mm = max(mm_before, mm_after)
     cps = len(chunks) / enc_s
     gf = flops / enc_s / 1e9
-    print(f"ragstore MiniLM ({model.workers} worker{'s' if model.workers > 1 else ''}): {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {', '.join(f'{x:.2f}' for x in times)} s)")
+    runs = ", ".join(f"{x:.2f}" for x in times)
+    workers = f"{model.workers} worker{'s' if model.workers > 1 else ''}"
+    print(f"ragstore MiniLM ({workers}): {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {runs} s)")
     print(f"encoder: {gf:.1f} GFLOP/s (matmul FLOPs only)")
     print(f"numpy float32 matmul: {mm:.1f} GFLOP/s (before {mm_before:.1f}, after {mm_after:.1f})")
     print(f"ratio encoder / matmul: {gf / mm:.2f}")

@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 import ragstore  # noqa: E402
 from ragstore import retro  # noqa: E402
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def machine() -> dict:
     cpu = platform.processor() or ""
@@ -129,7 +131,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=2048, help="input length in the store's tokens")
     ap.add_argument("--repeats", type=int, default=40, help="timed calls (each on a different input)")
-    ap.add_argument("--embedder", default="hash", help="'hash' (ragstore.testing.HashEmbedder) or a ragstore spec, e.g. minilm")
+    ap.add_argument("--embedder", default="hash",
+                    help="'hash' (ragstore.testing.HashEmbedder) or a ragstore spec, e.g. minilm")
     ap.add_argument("--store", default=None, help="store folder (default .cache/bench/retro-<embedder>-<chunks>)")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--out", default=None, help="JSON output path")
@@ -182,7 +185,7 @@ def main(argv=None) -> dict:
     # from other processes hits both alike
     total, n_chunks = [], []
     split_s, embed_s, search_s = [], [], []
-    for t, tp in zip(runs, part_runs):
+    for t, tp in zip(runs, part_runs, strict=True):
         t0 = time.perf_counter()
         res = retro.retrieve_sequence(store, t, k=args.k)
         total.append(time.perf_counter() - t0)

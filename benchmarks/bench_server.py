@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -136,8 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
         n_docs, n_chunks, queries = build_store(store, a.embedder, a.chunks)
         build_s = time.perf_counter() - t0
         port = free_port()
-        cmd = [sys.executable, "-m", "ragstore.serving.http", str(store), "--port", str(port), "--workers", str(a.workers),
-               "--no-access-log", "--log-level", "info"]
+        cmd = [sys.executable, "-m", "ragstore.serving.http", str(store), "--port", str(port),
+               "--workers", str(a.workers), "--no-access-log", "--log-level", "info"]
         if a.embedder == "hash":
             cmd += ["--embedder", "helpers:HashEmbedder"]
         if a.token:
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
             deadline = time.monotonic() + 120
             while True:
                 if server.poll() is not None:
-                    raise SystemExit(f"server exited with {server.returncode}: {(Path(tmp) / 'server.log').read_text()[-2000:]}")
+                    log_tail = (Path(tmp) / "server.log").read_text()[-2000:]
+                    raise SystemExit(f"server exited with {server.returncode}: {log_tail}")
                 try:
                     if httpx.get(url + "/health", timeout=1.0).status_code == 200:
                         break

@@ -34,6 +34,8 @@ WIKI = REPO.parent / "shared" / "data" / "wiki"
 DEFAULT_CACHE = REPO / ".cache" / "wiki-minilm"
 PART_CHUNKS = 2_000
 
+__all__ = ["build", "load", "cached_state", "main"]  # bench_peers_data.py uses load and cached_state
+
 
 def wiki_docs():
     """All wiki documents in a fixed order (file by file, line by line)."""
@@ -130,7 +132,8 @@ def build(cache: Path, target: int, from_store: Path | None = None) -> None:
         have += len(texts)
         done += len(texts)
         rate = done / (time.perf_counter() - t0)
-        print(f"{have} chunks cached ({rate:.0f} chunks/s; {reused} taken from {from_store})" if store else f"{have} chunks cached ({rate:.0f} chunks/s)", flush=True)
+        reuse = f"; {reused} taken from {from_store}" if store else ""
+        print(f"{have} chunks cached ({rate:.0f} chunks/s{reuse})", flush=True)
     if store is not None:
         store.close()
 
@@ -166,7 +169,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=100_000, help="cache at least this many chunks")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    ap.add_argument("--from-store", type=Path, default=None, help="reuse vectors of a store that ingested the same documents")
+    ap.add_argument("--from-store", type=Path, default=None,
+                    help="reuse vectors of a store that ingested the same documents")
     a = ap.parse_args()
     print("$ python " + " ".join(sys.argv), flush=True)
     build(a.cache, a.chunks, a.from_store)

@@ -34,6 +34,8 @@ import peers  # noqa: E402
 
 BENCH = HERE.parent / ".cache" / "bench"
 
+__all__ = ["main"]  # a script: main() is its door
+
 
 def top(pr: cProfile.Profile, n: int, key: str) -> str:
     s = io.StringIO()
@@ -74,7 +76,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     print("$ python " + " ".join(sys.argv), flush=True)
-    print("load %.2f %.2f %.2f" % os.getloadavg())
+    print("load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     data_dir = a.data
     if data_dir is None:
         cands = sorted((BENCH / "data").glob("n*-q*"), key=lambda p: p.stat().st_mtime)
@@ -121,7 +123,8 @@ def main() -> None:
     shard.expansion_search = a.expansion
     raw_k = per_query(lambda q: shard.search(q, 10, threads=1))
     rs = per_query(lambda q: st.query(q, 10, **kw))
-    print(f"\n== query, one at a time, {'rerank x%d' % a.oversample if rerank else 'no rerank'}, expansion {a.expansion}")
+    mode = f"rerank x{a.oversample}" if rerank else "no rerank"
+    print(f"\n== query, one at a time, {mode}, expansion {a.expansion}")
     print(f"ragstore Store.query                         {rs:8.1f} us/query")
     print(f"raw usearch, same vectors, count={count:<3d} ef={max(a.expansion, count):<4d} {raw_count:8.1f} us/query")
     print(f"raw usearch, same vectors, count=10  ef={a.expansion:<4d} {raw_k:8.1f} us/query")

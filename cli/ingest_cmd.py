@@ -120,7 +120,8 @@ SOURCE_OPT = typer.Option(
     "(text files, JSONL lines without a 'source' field).", show_default=False,
 )
 CHUNK_TOKENS_OPT = typer.Option(
-    None, "--chunk-tokens", min=1, metavar="N", help=f"Tokens per chunk for a new store (default {STORE_DEFAULTS['chunk_tokens']}). "
+    None, "--chunk-tokens", min=1, metavar="N",
+    help=f"Tokens per chunk for a new store (default {STORE_DEFAULTS['chunk_tokens']}). "
     "An existing store keeps its own; a different value is an error.", show_default=False,
 )
 BATCH_OPT = typer.Option(

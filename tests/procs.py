@@ -35,7 +35,10 @@ def writer(path: str, prefix: str, n: int, delete_every: int, checkpoint_every: 
     i = 0
     while i < n:
         if i % 7 == 3:  # a batch through add_many
-            batch = [ragstore.Doc(f"{prefix}-{j}", doc_text(prefix, j, docs), source=("a", "b")[j % 2]) for j in range(i, i + 5)]
+            batch = [
+                ragstore.Doc(f"{prefix}-{j}", doc_text(prefix, j, docs), source=("a", "b")[j % 2])
+                for j in range(i, i + 5)
+            ]
             store.add_many(batch, batch_size=40)
             for d in batch:
                 print("ACK", d.id, flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,15 @@ def assert_chunking_invariants(text: str, cd, ct: int) -> None:
     for c in chunks:
         assert c.text == text[c.start : c.end]
         assert 0 <= c.start <= c.end <= len(text)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in pairwise(chunks):
         assert a.end <= b.start, "chunks overlap or go backwards"
     assert all(c.n_tokens == ct for c in chunks[:-1])
     assert 1 <= chunks[-1].n_tokens <= ct
-    rebuilt = "".join(p + c.text for p, c in zip(cd.pres, chunks)) + cd.tail
+    rebuilt = "".join(p + c.text for p, c in zip(cd.pres, chunks, strict=True)) + cd.tail
     assert rebuilt == text
     # pres are exactly the gaps between chunks
     prev = 0
-    for p, c in zip(cd.pres, chunks):
+    for p, c in zip(cd.pres, chunks, strict=True):
         assert p == text[prev : c.start]
         prev = c.end
     assert cd.tail == text[prev:]
@@ -150,7 +151,7 @@ def test_chunk_text_is_original_not_detokenized():
     # the tokenizer lower-cases and splits punctuation; chunks must keep the original
     text = "THE Quick-Brown FOX’s naïve café — 日本語テキスト!"
     cd = chunker(3).chunk(text)
-    assert "".join(p + c.text for p, c in zip(cd.pres, cd.chunks)) + cd.tail == text
+    assert "".join(p + c.text for p, c in zip(cd.pres, cd.chunks, strict=True)) + cd.tail == text
     assert any(any(ch.isupper() for ch in c.text) for c in cd.chunks)
 
 

@@ -75,7 +75,8 @@ def err(p: subprocess.CompletedProcess) -> str:
 def summary(text: str) -> dict[str, int]:
     m = SUMMARY_RE.search(text)
     assert m, f"no ingest summary in {text!r}"
-    return dict(zip(("documents", "added", "replaced", "unchanged", "skipped", "chunks"), (int(g or 0) for g in m.groups()), strict=True))
+    keys = ("documents", "added", "replaced", "unchanged", "skipped", "chunks")
+    return dict(zip(keys, (int(g or 0) for g in m.groups()), strict=True))
 
 
 def stats_json(store: Path) -> dict:

@@ -240,7 +240,9 @@ def test_cli_check_exits_1_on_a_truncated_file(base, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragstore", *args], capture_output=True, text=True, timeout=300, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ragstore", *args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
 
 
 # ---------------------------------------------------------------------- item 3: damaged bytes in data.mdb
@@ -375,7 +377,10 @@ def test_random_damage_many_positions(base, tmp_path, kind, capsys):
             counts["crashed"] += 1
             bad.append((seed, f"signal {-p.returncode}"))
             continue
-        out = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"outcome": f"bad: exit {p.returncode}"}
+        if p.returncode == 0:
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+        else:
+            out = {"outcome": f"bad: exit {p.returncode}"}
         counts[out["outcome"] if outcome_ok(out) else "bad"] += 1
         if not outcome_ok(out):
             bad.append((seed, out))

@@ -50,7 +50,7 @@ def test_empty_and_duplicate_documents_round_trip(vs):
     ids = vs.add_documents(docs)
     assert len(set(ids)) == 4
     got = {d.id: d for d in vs.get_by_ids(ids)}
-    for i, d in zip(ids, docs):
+    for i, d in zip(ids, docs, strict=True):
         assert got[i].page_content == d.page_content
         assert got[i].metadata == d.metadata
         assert CONTENT_KEY not in got[i].metadata
@@ -62,7 +62,9 @@ def test_metadata_and_whitespace_round_trip(vs):
     doc = Document(page_content="  padded text\n", metadata={"a": [1, 2], "b": {"c": None}, "d": 1.5})
     [i] = vs.add_documents([doc], ids=["x/y"])
     [back] = vs.get_by_ids([i])
-    assert back == Document(id="x/y", page_content="  padded text\n", metadata={"a": [1, 2], "b": {"c": None}, "d": 1.5})
+    assert back == Document(
+        id="x/y", page_content="  padded text\n", metadata={"a": [1, 2], "b": {"c": None}, "d": 1.5}
+    )
 
 
 def test_each_document_is_one_chunk(vs):

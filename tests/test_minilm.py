@@ -180,6 +180,8 @@ def test_threads(model, ref, ref_out):
         t.join(timeout=300)
     assert not any(t.is_alive() for t in threads), "a thread did not finish"
     if errors:
+        # a thread failing before the barrier breaks it for the others: raise the cause, not their BrokenBarrierError
+        errors.sort(key=lambda e: isinstance(e, threading.BrokenBarrierError))
         raise errors[0]
     assert sorted(results) == list(range(n))
     for k in range(n):

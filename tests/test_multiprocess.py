@@ -61,7 +61,9 @@ def test_second_writer_gets_a_clear_error_or_waits(tmp_path):
     path = tmp_path / "s"
     with ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=32) as s:
         s.add("x", "the first writer holds the lock from its first write")
-        out = subprocess.run([sys.executable, PROCS, "lock", str(path), "0"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, PROCS, "lock", str(path), "0"], capture_output=True, text=True, timeout=60
+        )
         assert out.stdout.startswith("StoreLockedError"), out
         assert "one writer at a time" in out.stdout and "readonly=True" in out.stdout
         waiter = spawn("lock", str(path), "30")

@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import re
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_domain_queries_and_merge_equal_brute_force(pstore):
         assert all(h.source in union for h in merged)
         # each domain searched alone gives only its chunks; merging them gives the union's result
         parts = [pstore.query(q, 8, sources=[s], exact=True) for s in union]
-        for s, hits in zip(union, parts):
+        for s, hits in zip(union, parts, strict=True):
             assert all(h.source == s and h.chunk_id in set(per_source[s].tolist()) for h in hits)
         assert [h.chunk_id for h in P.merge_hits(parts, 8)] == [h.chunk_id for h in merged]
 
@@ -188,7 +189,7 @@ def test_subsampling_is_per_chunk(pstore):
     pl = P.Pipeline(fetch_k=60, k=60, subsample=0.4, seed=11)
     fate: dict[int, bool] = {}
     queries = wikitext_queries(12)
-    for q, cands in zip(queries, pstore.query_many(queries, 60)):
+    for q, cands in zip(queries, pstore.query_many(queries, 60), strict=True):
         kept = {h.chunk_id for h in pl.apply(q, cands).hits}
         for h in cands:
             assert fate.setdefault(h.chunk_id, h.chunk_id in kept) == (h.chunk_id in kept)
@@ -211,7 +212,7 @@ def test_min_length_and_counts(pstore):
     assert [t[0] for t in res.trace] == ["dedup", "decontaminate", "subsample", "min_length", "top_k"]
     assert res.candidates == 200
     assert res.candidates - sum(res.dropped.values()) == len(res.hits) == 20
-    for (_, a, b), (_, c, _) in zip(res.trace, res.trace[1:]):
+    for (_, a, b), (_, c, _) in pairwise(res.trace):
         assert b == c and a >= b
     assert res.dropped["min_length"] > 0  # documents' last chunks are short
     assert "candidates" in res.summary()

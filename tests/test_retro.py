@@ -214,9 +214,9 @@ def test_max_overlap_filter_keeps_k(rstore, corpus):
     assert all(ov[0] == 1.0 for ov in base.overlaps)  # the chunk itself is an exact copy
     res = retro.retrieve_sequence(rstore, d["text"], k=3, max_overlap=0.25)
     tok = res.tokenizer
-    for c, hits, ovs in zip(res.chunks, res.neighbours, res.overlaps):
+    for c, hits, ovs in zip(res.chunks, res.neighbours, res.overlaps, strict=True):
         assert len(hits) == 3
-        for h, o in zip(hits, ovs):
+        for h, o in zip(hits, ovs, strict=True):
             text = h.text + (" " + h.continuation if h.continuation else "")
             assert o == pytest.approx(retro.leakage(tok.encode(c.text), tok.encode(text)))
             assert o <= 0.25

@@ -109,7 +109,10 @@ class Server:
 def make_store(path: Path, n_docs: int = 12) -> None:
     with ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=16) as s:
         s.add_many(
-            [{"id": d["id"], "text": d["text"], "source": "wiki", "meta": {"title": d["title"]}} for d in wiki_docs(n_docs)]
+            [
+                {"id": d["id"], "text": d["text"], "source": "wiki", "meta": {"title": d["title"]}}
+                for d in wiki_docs(n_docs)
+            ]
         )
         s.add("cats", "the cat sat on the mat and purred at the dog", source="pets")
 
@@ -184,7 +187,8 @@ def test_add_get_replace_delete_round_trip(rw):
     doc_id = "dir/ünï code?#%20 id"
     path = "/documents/" + quote(doc_id, safe="")
     text = "  Zebras graze on the savanna.\n\nThey live in herds of many zebras.  "
-    r = rw.post("/documents", json={"id": doc_id, "text": text, "source": "animals", "meta": {"legs": 4, "tags": ["a"]}})
+    doc = {"id": doc_id, "text": text, "source": "animals", "meta": {"legs": 4, "tags": ["a"]}}
+    r = rw.post("/documents", json=doc)
     assert r.status_code == 201 and r.json()["doc_id"] == doc_id and r.json()["status"] == "added"
     got = rw.get(path).json()
     assert got["text"] == text and got["meta"] == {"legs": 4, "tags": ["a"]} and got["source"] == "animals"
@@ -214,7 +218,8 @@ def test_batch_add_and_delete(rw):
     assert rw.get("/documents/batch-0").status_code == 200  # nothing was deleted
     r = rw.post("/documents/delete", json={"ids": ["batch-0", "batch-1", "nope"], "missing_ok": True})
     assert r.json() == {"chunks_removed": 2}
-    assert rw.post("/documents/delete", json={"ids": [f"batch-{i}" for i in range(2, 5)]}).json() == {"chunks_removed": 3}
+    ids = [f"batch-{i}" for i in range(2, 5)]
+    assert rw.post("/documents/delete", json={"ids": ids}).json() == {"chunks_removed": 3}
 
 
 # ---------------------------------------------------------------------- retrieval
@@ -231,7 +236,8 @@ def test_query_by_text_and_vector_with_filters(rw):
     assert [h["chunk_id"] for h in by_vec] == [h["chunk_id"] for h in hits]
     exact = rw.post("/query", json={"query": q, "k": 3, "exact": True, "rerank": True}).json()["hits"]
     assert exact[0]["chunk_id"] == hits[0]["chunk_id"]
-    assert all(h["source"] == "wiki" for h in rw.post("/query", json={"query": q, "k": 5, "sources": ["wiki"]}).json()["hits"])
+    hits = rw.post("/query", json={"query": q, "k": 5, "sources": ["wiki"]}).json()["hits"]
+    assert all(h["source"] == "wiki" for h in hits)
     assert rw.post("/query", json={"query": q, "k": 5, "sources": ["no-such-source"]}).json()["hits"] == []
     others = rw.post("/query", json={"query": q, "k": 5, "exclude_docs": ["cats"]}).json()["hits"]
     assert len(others) == 5 and all(h["doc_id"] != "cats" for h in others)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     def check_hits(self, hits, q, k, sources, exclude, exact: bool) -> None:
         rows, scores = self.reference(q, sources, exclude)
-        by_pos = {(r[0], r[1]): (r, float(sc)) for r, sc in zip(rows, scores)}
+        by_pos = {(r[0], r[1]): (r, float(sc)) for r, sc in zip(rows, scores, strict=True)}
         assert len(hits) == min(k, len(rows)), (len(hits), k, len(rows))
         seen = set()
         for h in hits:
@@ -115,10 +116,10 @@ class StoreMachine(RuleBasedStateMachine):
             if len(top):
                 must = {(rows[i][0], rows[i][1]) for i in order if scores[i] > top[-1] + EPS}
                 assert must <= seen
-            for a, b in zip(hits, hits[1:]):
+            for a, b in pairwise(hits):
                 assert a.score > b.score or (a.score == b.score and a.chunk_id < b.chunk_id)
         else:
-            for a, b in zip(hits, hits[1:]):
+            for a, b in pairwise(hits):
                 assert a.score >= b.score - 1e-6
             if len(top):
                 good = sum(1 for h in hits if by_pos[(h.doc_id, h.position)][1] >= top[-1] - EPS)
@@ -240,7 +241,7 @@ class StoreMachine(RuleBasedStateMachine):
             exclude = per = data.draw(st.lists(exclude_sel, min_size=len(qs), max_size=len(qs)))
         many = self.s.query_many(qs, k=k, sources=sources, exclude_docs=exclude, exact=exact)
         assert len(many) == len(qs)
-        for q, hits, ex in zip(qs, many, per):
+        for q, hits, ex in zip(qs, many, per, strict=True):
             self.check_hits(hits, q, k, sources, ex, exact=exact)
 
     # ------------------------------------------------------------ rules: lifecycle

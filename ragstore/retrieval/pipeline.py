@@ -13,7 +13,8 @@ probability ``p``, as long as the candidate list is deep enough.
 - :class:`Pipeline`: the reordered pipeline, with per-stage counts.
 - :class:`EmbeddingReranker`: CompactDS's second stage (exact re-embedding).
 - :func:`scaling_study`, :func:`answer_recall`, :func:`plot_scaling`:
-  answer-string recall@k as a function of the subsampling rate ``p``.
+  answer-string recall@k as a function of the subsampling rate ``p``
+  (defined in :mod:`.scaling`, importable from here).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..types import Hit
+from .scaling import ScalingResult, answer_recall, plot_scaling, scaling_study
+
+if TYPE_CHECKING:
+    from .lm_tokenizer import LMTokenizer
 
 __all__ = [
     "DomainInfo",
@@ -325,7 +329,7 @@ class Pipeline:
         self.sources = sources
         self.query_kwargs = dict(query_kwargs or {})
         self._ref_index = self._index_references(self.references)
-        self._tok = None
+        self._tok: LMTokenizer | None = None
 
     def replace(self, **changes: Any) -> Pipeline:
         """A copy with some options changed (e.g. ``subsample=0.25``)."""
@@ -353,8 +357,8 @@ class Pipeline:
             sizes.append(len(g))
             for x in g.tolist():
                 inverted.setdefault(x, []).append(r)
-            if self.decon_span:
-                spans.update(word_ngrams(text, self.decon_span).tolist() if len(_words(text)) >= self.decon_span else [])
+            if self.decon_span and len(_words(text)) >= self.decon_span:
+                spans.update(word_ngrams(text, self.decon_span).tolist())
         return inverted, sizes, spans
 
     # -- running ---------------------------------------------------------------
@@ -370,7 +374,7 @@ class Pipeline:
             from .retro import as_tokenizer
 
             self._tok = as_tokenizer(self.tokenizer if self.tokenizer is not None else store.chunker)
-        return [self.apply(q, c) for q, c in zip(queries, cands)]
+        return [self.apply(q, c) for q, c in zip(queries, cands, strict=True)]
 
     def apply(self, query: str, candidates: Sequence[Hit]) -> PipelineResult:
         """Run the stages on ``candidates`` (best first, as a query returns them)."""
@@ -391,7 +395,7 @@ class Pipeline:
             hits = stage("decontaminate", self._decontaminate(query, hits))
         if self.subsample is not None:
             keep = subsample_keep([h.chunk_id for h in hits], self.subsample, self.seed)
-            hits = stage("subsample", [h for h, kp in zip(hits, keep) if kp])
+            hits = stage("subsample", [h for h, kp in zip(hits, keep, strict=True) if kp])
         if self.min_chars is not None or self.min_tokens is not None:
             hits = stage("min_length", self._min_length(hits))
         if self.reranker is not None:
@@ -411,7 +415,7 @@ class Pipeline:
         if self.dedup == "minhash":
             sigs = np.zeros((len(hits), self.num_perm), dtype=np.uint64)
             n = 0
-            for h, g in zip(hits, grams):
+            for h, g in zip(hits, grams, strict=True):
                 sig = minhash_signature(g, self.num_perm, self.dedup_seed)
                 if len(g) and n and (sigs[:n] == sig).mean(axis=1).max() >= self.dedup_threshold:
                     continue
@@ -421,7 +425,7 @@ class Pipeline:
             return kept
         inverted: dict[int, list[int]] = {}
         sizes: list[int] = []
-        for h, g in zip(hits, grams):
+        for h, g in zip(hits, grams, strict=True):
             gl = g.tolist()
             shared = Counter(j for x in gl for j in inverted.get(x, ()))
             if any(c / (len(gl) + sizes[j] - c) >= self.dedup_threshold for j, c in shared.items()):
@@ -475,149 +479,3 @@ class Pipeline:
                     continue
             out.append(h)
         return out
-
-
-# --------------------------------------------------------------------------- scaling study
-def _contains_answer(text: str, answers: Sequence[str]) -> bool:
-    t = " ".join(text.lower().split())
-    return any(" ".join(a.lower().split()) in t for a in answers if a.strip())
-
-
-def answer_recall(results: Sequence[Sequence[Hit]], answers: Sequence[Any], k: int | None = None) -> float:
-    """Fraction of queries where any of the top-``k`` chunks contains an answer string.
-
-    ``answers[i]``: a string or a list of acceptable strings (case and
-    whitespace are normalized).
-    """
-    if len(results) != len(answers):
-        raise InvalidInputError(f"{len(results)} result lists for {len(answers)} answers")
-    if not results:
-        return 0.0
-    hit = 0
-    for hits, ans in zip(results, answers):
-        ans = [ans] if isinstance(ans, str) else list(ans)
-        top = hits if k is None else list(hits)[:k]
-        hit += any(_contains_answer(h.text, ans) for h in top)
-    return hit / len(results)
-
-
-@dataclass(frozen=True)
-class ScalingResult:
-    """Answer-string recall@k per subsampling rate (mean over seeds)."""
-
-    ps: list[float]
-    recall: list[float]
-    per_seed: list[list[float]]  # [len(ps)][len(seeds)]
-    seeds: list[int]
-    k: int
-    fetch_k: int
-    n_queries: int
-    store_chunks: int | None = None
-
-    def table(self) -> str:
-        lines = ["     p   ~chunks   recall@%d" % self.k]
-        for p, r in zip(self.ps, self.recall):
-            n = f"{round(p * self.store_chunks):>9,}" if self.store_chunks else "        ?"
-            lines.append(f"{p:6.3f} {n}   {r:8.3f}")
-        return "\n".join(lines)
-
-    __str__ = table
-
-
-def scaling_study(
-    store: Any,
-    queries: Sequence[str],
-    answers: Sequence[Any],
-    ps: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
-    *,
-    k: int = 5,
-    fetch_k: int = 200,
-    seeds: Sequence[int] = (0,),
-    pipeline: Pipeline | None = None,
-    plot: str | None = None,
-    **query_kwargs: Any,
-) -> ScalingResult:
-    """Recall@k of answer strings as the datastore is subsampled to rate ``p``.
-
-    Candidates are retrieved once (``fetch_k`` per query) and the pipeline
-    (``pipeline``, default a plain one) is re-applied with ``subsample=p`` for
-    each ``p`` and seed: MassiveDS's reordering, no index is rebuilt. With
-    ``plot=PATH`` a PNG is written by :func:`plot_scaling` (needs matplotlib).
-    """
-    if len(queries) != len(answers):
-        raise InvalidInputError(f"{len(queries)} queries for {len(answers)} answers")
-    base = pipeline if pipeline is not None else Pipeline(fetch_k=fetch_k, k=k)
-    base = base.replace(fetch_k=fetch_k, k=k)
-    kw = {**base.query_kwargs, **query_kwargs}
-    if base.sources is not None:
-        kw.setdefault("sources", base.sources)
-    cands = store.query_many(list(queries), fetch_k, **kw) if queries else []
-    if base.min_tokens is not None:
-        from .retro import as_tokenizer
-
-        base._tok = as_tokenizer(base.tokenizer if base.tokenizer is not None else store.chunker)
-    per_seed: list[list[float]] = []
-    for p in ps:
-        row = []
-        for s in seeds:
-            pl = base.replace(subsample=float(p), seed=s)
-            pl._tok = base._tok
-            res = [pl.apply(q, c).hits for q, c in zip(queries, cands)]
-            row.append(answer_recall(res, answers, k))
-        per_seed.append(row)
-    try:
-        n_chunks = int(sum(store.sources().values()))
-    except Exception:
-        n_chunks = None
-    result = ScalingResult(
-        ps=[float(p) for p in ps],
-        recall=[float(np.mean(r)) for r in per_seed],
-        per_seed=per_seed,
-        seeds=list(seeds),
-        k=k,
-        fetch_k=fetch_k,
-        n_queries=len(queries),
-        store_chunks=n_chunks,
-    )
-    if plot:
-        plot_scaling(result, plot)
-    return result
-
-
-def plot_scaling(result: ScalingResult, path: str, *, title: str | None = None) -> str | None:
-    """Write recall@k against datastore size as a PNG; None (and a warning) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn(
-            f"matplotlib is not installed: the scaling plot {path} was not written "
-            "(pip install matplotlib to get it; the numbers are in the returned ScalingResult)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
-    xs = [p * result.store_chunks for p in result.ps] if result.store_chunks else result.ps
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-    ax.plot(xs, result.recall, marker="o")
-    if len(result.seeds) > 1:
-        lo = [min(r) for r in result.per_seed]
-        hi = [max(r) for r in result.per_seed]
-        ax.fill_between(xs, lo, hi, alpha=0.2)
-    ax.set_xscale("log")
-    from matplotlib.ticker import NullFormatter
-
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"{x:,.0f}" if result.store_chunks else f"{x:g}" for x in xs])
-    ax.set_xlabel("datastore size (chunks kept)" if result.store_chunks else "subsampling rate p")
-    ax.set_ylabel(f"answer recall@{result.k}")
-    ax.set_ylim(0, 1)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title or f"Datastore scaling ({result.n_queries} queries, fetch_k={result.fetch_k})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -14,10 +14,14 @@ document (the *continuation*): the ``[N, F]`` pairs. This module provides:
   tokenizer, the layout RETRO-style training code consumes.
 - :func:`longest_common_run`, :func:`leakage`, :func:`leakage_report`:
   RETRO's leakage analysis (longest common token substring between a chunk and
-  its neighbours, as a fraction of the chunk).
+  its neighbours, as a fraction of the chunk); defined in :mod:`.leakage`.
 - :class:`Prefetcher`: start the search for chunk ``u`` while the LM generates,
   with an optional *stale* mode that serves chunk ``u-1``'s neighbours when
-  ``u``'s are not ready.
+  ``u``'s are not ready; defined in :mod:`.prefetch`.
+- :class:`LMTokenizer`, :func:`as_tokenizer`: the LM's tokenizer, defined in
+  :mod:`.lm_tokenizer`.
+
+All of these stay importable from this module.
 
 Causality: the neighbours of chunk ``u`` are retrieved *with* chunk ``u``'s
 tokens, so they may only inform the tokens that come after chunk ``u``: the
@@ -29,20 +33,18 @@ first position holds none.
 
 from __future__ import annotations
 
-import functools
-import threading
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
-from ..engine.chunking import check_text, load_tokenizer
+from ..engine.chunking import check_text
 from ..errors import InvalidInputError
 from ..types import Hit
+from .leakage import LeakageReport, _neighbour_text, leakage, leakage_report, longest_common_run
+from .lm_tokenizer import LMTokenizer, _is_token_ids, _store_tokenizer, as_tokenizer
+from .prefetch import Prefetcher, PrefetchResult
 
 __all__ = [
     "LMTokenizer",
@@ -61,80 +63,6 @@ __all__ = [
     "PrefetchResult",
     "Prefetcher",
 ]
-
-
-# --------------------------------------------------------------------------- tokenizers
-class LMTokenizer:
-    """A ``tokenizers.Tokenizer`` with truncation and padding switched off.
-
-    Counts, splits and decodes exactly (a tokenizer.json that pads or truncates
-    to 128 tokens, as many do, would silently cut texts otherwise). Build one
-    with :func:`as_tokenizer` from a path, JSON text, a ``Tokenizer`` or an
-    ``LMTokenizer``.
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        if tokenizer.truncation is not None or tokenizer.padding is not None:
-            pad = tokenizer.padding
-            tokenizer = Tokenizer.from_str(tokenizer.to_str())
-            tokenizer.no_truncation()
-            tokenizer.no_padding()
-            self._config_pad = pad.get("pad_id") if pad else None
-        else:
-            self._config_pad = None
-        self.tokenizer = tokenizer
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
-
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
-
-    def encode_offsets(self, text: str, add_special_tokens: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
-        e = self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
-        return e.ids, e.offsets
-
-    def count(self, text: str, add_special_tokens: bool = False) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-
-    def default_pad_id(self) -> int | None:
-        """The pad id the tokenizer.json configures, else a conventional pad token's id."""
-        if self._config_pad is not None:
-            return int(self._config_pad)
-        for tok in ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>", "</s>"):
-            i = self.tokenizer.token_to_id(tok)
-            if i is not None:
-                return int(i)
-        return None
-
-
-@functools.lru_cache(maxsize=16)
-def _tokenizer_from_str(spec: str) -> LMTokenizer:
-    tok, _ = load_tokenizer(spec)
-    return LMTokenizer(tok)
-
-
-def as_tokenizer(spec: Any) -> LMTokenizer:
-    """An :class:`LMTokenizer` from a tokenizer.json path, its JSON text or a ``Tokenizer``."""
-    if isinstance(spec, LMTokenizer):
-        return spec
-    if isinstance(spec, Tokenizer):
-        return LMTokenizer(spec)
-    if hasattr(spec, "tokenizer") and isinstance(spec.tokenizer, Tokenizer):
-        return LMTokenizer(spec.tokenizer)  # a ragstore Chunker
-    if isinstance(spec, str):
-        return _tokenizer_from_str(spec)
-    raise InvalidInputError(
-        "tokenizer must be a tokenizer.json path, its JSON text, a tokenizers.Tokenizer or an LMTokenizer; "
-        f"got {type(spec).__name__}"
-    )
-
-
-def _store_tokenizer(store: Any) -> LMTokenizer:
-    return LMTokenizer(store.chunker.tokenizer)  # the chunker's copy already has no truncation
 
 
 # --------------------------------------------------------------------------- splitting
@@ -157,14 +85,6 @@ class QueryChunk:
     @property
     def n_tokens(self) -> int:
         return self.token_end - self.token_start
-
-
-def _is_token_ids(seq: Any) -> bool:
-    if isinstance(seq, np.ndarray):
-        return seq.dtype.kind in "iu"
-    if isinstance(seq, (list, tuple)) and seq:
-        return all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq)
-    return False
 
 
 def split_sequence(
@@ -222,43 +142,6 @@ def _split_ids(ids: list[int], ct: int, tok: LMTokenizer, context: int = 16) -> 
         out.append(QueryChunk(u, body, pos + lead, pos + lead + len(body), i, j))
         pos += len(piece)
     return out
-
-
-# --------------------------------------------------------------------------- leakage
-def longest_common_run(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common contiguous run of tokens of ``a`` and ``b``."""
-    a = np.asarray(a, dtype=np.int64).reshape(-1)
-    b = np.asarray(b, dtype=np.int64).reshape(-1)
-    if len(a) == 0 or len(b) == 0:
-        return 0
-    if len(a) > len(b):
-        a, b = b, a
-    prev = np.zeros(len(b) + 1, dtype=np.int32)
-    cur = np.zeros_like(prev)
-    best = 0
-    for x in a.tolist():
-        eq = b == x
-        cur[0] = 0
-        np.multiply(prev[:-1] + 1, eq, out=cur[1:])
-        m = int(cur.max())
-        if m > best:
-            best = m
-        prev, cur = cur, prev
-    return best
-
-
-def leakage(chunk_ids: Sequence[int], neighbour_ids: Sequence[int]) -> float:
-    """RETRO's leakage of a neighbour: longest common token run / chunk length (0..1)."""
-    n = len(chunk_ids)
-    if n == 0:
-        return 0.0
-    return min(1.0, longest_common_run(chunk_ids, neighbour_ids) / n)
-
-
-def _neighbour_text(hit: Hit, with_continuation: bool) -> str:
-    if with_continuation and hit.continuation:
-        return hit.text + " " + hit.continuation
-    return hit.text
 
 
 # --------------------------------------------------------------------------- results
@@ -369,7 +252,7 @@ def neighbour_arrays(
                 texts.append(h.continuation)
                 slots.append((u, j, ct))
     if texts:
-        for (u, j, off), ids in zip(slots, tok.encode_batch(texts)):
+        for (u, j, off), ids in zip(slots, tok.encode_batch(texts), strict=True):
             ids = ids[:ct]
             tokens[u, j, off : off + len(ids)] = ids
             mask[u, j, off : off + len(ids)] = True
@@ -394,7 +277,7 @@ def _query_neighbours(
     out: list[list[Hit]] = [[] for _ in chunks]
     ovl: list[list[float]] = [[] for _ in chunks]
     need_overlap = with_overlap or max_overlap is not None
-    chunk_ids = tok.encode_batch(texts) if need_overlap else None
+    chunk_ids = tok.encode_batch(texts) if need_overlap else []  # read only when need_overlap
     excluded = list(exclude_docs) if exclude_docs else None
     fetch = k if max_overlap is None else 2 * k
     max_fetch = max(fetch, 256 * k)
@@ -409,9 +292,9 @@ def _query_neighbours(
     while todo:
         results = store.query_many([texts[i] for i in todo], fetch, exclude_docs=excluded, **query_kwargs)
         again = []
-        for i, hits in zip(todo, results):
+        for i, hits in zip(todo, results, strict=True):
             scores = _scores(i, hits)
-            kept = [(h, s) for h, s in zip(hits, scores) if max_overlap is None or s <= max_overlap]
+            kept = [(h, s) for h, s in zip(hits, scores, strict=True) if max_overlap is None or s <= max_overlap]
             if len(kept) < k and len(hits) == fetch and fetch < max_fetch:
                 again.append(i)  # filtered below k while more candidates exist: look deeper
                 continue
@@ -482,7 +365,7 @@ def retrieve_sequence(
         neighbours = [[]] + neighbours[:-1]
         if overlaps is not None:
             overlaps = [[]] + overlaps[:-1]
-        retrieved_with = [None] + retrieved_with[:-1]
+        retrieved_with = [None, *retrieved_with[:-1]]
     return SequenceNeighbours(
         chunks=chunks,
         neighbours=neighbours,
@@ -495,7 +378,9 @@ def retrieve_sequence(
     )
 
 
-def retrieve_document(store: Any, doc_id: str, *, k: int = 2, exclude_self: bool = True, **kwargs: Any) -> SequenceNeighbours:
+def retrieve_document(
+    store: Any, doc_id: str, *, k: int = 2, exclude_self: bool = True, **kwargs: Any
+) -> SequenceNeighbours:
     """:func:`retrieve_sequence` over a stored document, excluding the document itself.
 
     This is how RETRO prepares training data: the neighbours of a training
@@ -506,260 +391,3 @@ def retrieve_document(store: Any, doc_id: str, *, k: int = 2, exclude_self: bool
     if exclude_self:
         excl.add(doc_id)
     return retrieve_sequence(store, doc.text, k=k, exclude_docs=excl or None, **kwargs)
-
-
-# --------------------------------------------------------------------------- leakage report
-@dataclass(frozen=True)
-class LeakageReport:
-    """Distribution of neighbour leakage over a set of query chunks.
-
-    ``pair_values``: leakage of each (query chunk, neighbour) pair;
-    ``chunk_values``: per query chunk, the maximum over its neighbours
-    (RETRO's filter criterion). ``histogram`` counts ``chunk_values`` in
-    ``bin_edges``; ``quantiles`` and ``run_tokens_quantiles`` (the longest
-    common run in tokens) are over ``chunk_values``.
-    """
-
-    n_chunks: int
-    n_pairs: int
-    mean: float
-    quantiles: dict[float, float]
-    run_tokens_quantiles: dict[float, float]
-    bin_edges: list[float]
-    histogram: list[int]
-    pair_values: np.ndarray = field(repr=False)
-    chunk_values: np.ndarray = field(repr=False)
-    chunk_runs: np.ndarray = field(repr=False)
-
-    def fraction_above(self, threshold: float) -> float:
-        """Share of query chunks whose most-leaking neighbour exceeds ``threshold``."""
-        if self.n_chunks == 0:
-            return 0.0
-        return float((self.chunk_values > threshold).mean())
-
-    def summary(self) -> str:
-        q = ", ".join(f"p{int(p * 100)}={v:.3f}" for p, v in self.quantiles.items())
-        t = ", ".join(f"p{int(p * 100)}={v:.0f}" for p, v in self.run_tokens_quantiles.items())
-        lines = [
-            f"{self.n_chunks} query chunks, {self.n_pairs} neighbour pairs; mean max-leakage {self.mean:.3f}",
-            f"quantiles of max-leakage per chunk: {q}",
-            f"longest common run in tokens: {t}",
-            "histogram (max-leakage per chunk):",
-        ]
-        total = max(1, sum(self.histogram))
-        for lo, hi, c in zip(self.bin_edges[:-1], self.bin_edges[1:], self.histogram):
-            lines.append(f"  [{lo:.1f}, {hi:.1f}{']' if hi >= 1.0 else ')'} {c:6d} {'#' * round(40 * c / total)}")
-        return "\n".join(lines)
-
-    __str__ = summary
-
-
-def leakage_report(
-    store: Any,
-    sequences: Sequence[Any],
-    *,
-    k: int = 2,
-    bins: int = 10,
-    quantiles: Sequence[float] = (0.5, 0.9, 0.99, 1.0),
-    tokenizer: Any = None,
-    overlap_continuation: bool = True,
-    **kwargs: Any,
-) -> LeakageReport:
-    """Leakage distribution of the neighbours of every chunk of ``sequences``.
-
-    ``sequences``: texts or token-id lists (each split and searched with
-    :func:`retrieve_sequence`, ``kwargs`` passed on), or already computed
-    :class:`SequenceNeighbours`.
-    """
-    pair_vals: list[float] = []
-    chunk_vals: list[float] = []
-    chunk_runs: list[int] = []
-    for seq in sequences:
-        if isinstance(seq, SequenceNeighbours):
-            res = seq
-            tok = as_tokenizer(tokenizer) if tokenizer is not None else (res.tokenizer or _store_tokenizer(store))
-        else:
-            tok = _store_tokenizer(store) if tokenizer is None else as_tokenizer(tokenizer)
-            res = retrieve_sequence(store, seq, k=k, tokenizer=tok, **kwargs)
-        for u, hits in enumerate(res.neighbours):
-            src = res.retrieved_with[u]
-            if src is None or not hits:
-                continue
-            q_ids = tok.encode(res.chunks[src].text)
-            if not q_ids:
-                continue
-            runs = [
-                longest_common_run(q_ids, ids)
-                for ids in tok.encode_batch([_neighbour_text(h, overlap_continuation) for h in hits])
-            ]
-            vals = [min(1.0, r / len(q_ids)) for r in runs]
-            pair_vals.extend(vals)
-            chunk_vals.append(max(vals))
-            chunk_runs.append(max(runs))
-    cv = np.asarray(chunk_vals, dtype=np.float64)
-    cr = np.asarray(chunk_runs, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    hist = np.histogram(cv, bins=edges)[0] if len(cv) else np.zeros(bins, dtype=int)
-    qs = {float(p): (float(np.quantile(cv, p)) if len(cv) else 0.0) for p in quantiles}
-    rq = {float(p): (float(np.quantile(cr, p)) if len(cr) else 0.0) for p in quantiles}
-    return LeakageReport(
-        n_chunks=len(cv),
-        n_pairs=len(pair_vals),
-        mean=float(cv.mean()) if len(cv) else 0.0,
-        quantiles=qs,
-        run_tokens_quantiles=rq,
-        bin_edges=[float(e) for e in edges],
-        histogram=[int(c) for c in hist],
-        pair_values=np.asarray(pair_vals, dtype=np.float64),
-        chunk_values=cv,
-        chunk_runs=cr,
-    )
-
-
-# --------------------------------------------------------------------------- prefetching
-@dataclass(frozen=True)
-class PrefetchResult:
-    """What :meth:`Prefetcher.get` served for chunk ``chunk``.
-
-    ``served`` is the chunk whose neighbours ``hits`` are: ``chunk`` itself,
-    or ``chunk - 1`` when ``stale`` (None, with no hits, when chunk 0 was not
-    ready in stale mode). ``waited`` is the time ``get`` blocked, in seconds.
-    """
-
-    chunk: int
-    served: int | None
-    hits: list[Hit]
-    stale: bool
-    waited: float
-
-    def __iter__(self):
-        return iter(self.hits)
-
-    def __len__(self) -> int:
-        return len(self.hits)
-
-
-class Prefetcher:
-    """Hide retrieval latency behind generation with a background thread pool.
-
-    ``submit(chunk)`` starts the search for the next chunk (text or token ids
-    of ``tokenizer``) and returns its index ``u``; the LM keeps generating;
-    ``get(u)`` returns its neighbours, blocking only if the search is not done.
-
-    ``mode="exact"`` (default) always serves chunk ``u``'s own neighbours.
-    ``mode="stale"`` serves chunk ``u-1``'s when ``u``'s are not ready within
-    ``max_wait`` seconds (chunk 0: no neighbours): the search for ``u`` then
-    overlaps the generation of the next chunk, at the price of neighbours one
-    chunk older (the reviewer's "K-2" trade-off). ``stats`` counts both.
-
-    ``store`` is anything with ``query_many(texts, k, **kwargs)``. Use as a
-    context manager, or call :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        store: Any,
-        k: int = 2,
-        *,
-        mode: str = "exact",
-        max_wait: float = 0.0,
-        workers: int = 2,
-        tokenizer: Any = None,
-        **query_kwargs: Any,
-    ) -> None:
-        if mode not in ("exact", "stale"):
-            raise InvalidInputError(f"mode must be 'exact' or 'stale', got {mode!r}")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        if not isinstance(workers, int) or workers < 1:
-            raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
-        self.store = store
-        self.k = k
-        self.mode = mode
-        self.max_wait = float(max_wait)
-        self.query_kwargs = query_kwargs
-        self._tokenizer = tokenizer
-        self._tok: LMTokenizer | None = None
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragstore-prefetch")
-        self._futures: list[Future] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self.stats = {"submitted": 0, "served": 0, "stale": 0, "waited": 0.0}
-
-    def _text(self, chunk: Any) -> str:
-        if _is_token_ids(chunk):
-            if self._tok is None:
-                if self._tokenizer is None:
-                    if not hasattr(self.store, "chunker"):
-                        raise InvalidInputError("pass tokenizer= to submit token ids")
-                    self._tok = _store_tokenizer(self.store)
-                else:
-                    self._tok = as_tokenizer(self._tokenizer)
-            return self._tok.decode(np.asarray(chunk).reshape(-1).tolist())
-        return check_text(chunk, "chunk text")
-
-    def _search(self, text: str) -> list[Hit]:
-        if not text.strip():
-            return []
-        return self.store.query_many([text], self.k, **self.query_kwargs)[0]
-
-    def submit(self, chunk: Any) -> int:
-        """Start searching the neighbours of the next chunk; returns its index."""
-        if self._closed:
-            raise InvalidInputError("this Prefetcher is closed")
-        text = self._text(chunk)
-        with self._lock:
-            u = len(self._futures)
-            self._futures.append(self._pool.submit(self._search, text))
-            self.stats["submitted"] += 1
-        return u
-
-    def ready(self, u: int) -> bool:
-        return self._future(u).done()
-
-    def _future(self, u: int) -> Future:
-        with self._lock:
-            if not isinstance(u, int) or not 0 <= u < len(self._futures):
-                raise InvalidInputError(f"chunk {u!r} was never submitted ({len(self._futures)} so far)")
-            return self._futures[u]
-
-    def get(self, u: int, timeout: float | None = None) -> PrefetchResult:
-        """Neighbours for chunk ``u`` (see the class doc for stale mode)."""
-        fut = self._future(u)
-        t0 = time.perf_counter()
-        if self.mode == "stale" and not fut.done():
-            if self.max_wait > 0:
-                try:
-                    fut.result(timeout=self.max_wait)
-                except TimeoutError:
-                    pass
-            if not fut.done():
-                if u == 0:
-                    res = PrefetchResult(u, None, [], True, time.perf_counter() - t0)
-                else:
-                    hits = self._future(u - 1).result(timeout=timeout)
-                    res = PrefetchResult(u, u - 1, hits, True, time.perf_counter() - t0)
-                self._count(res)
-                return res
-        hits = fut.result(timeout=timeout)
-        res = PrefetchResult(u, u, hits, False, time.perf_counter() - t0)
-        self._count(res)
-        return res
-
-    def _count(self, res: PrefetchResult) -> None:
-        with self._lock:
-            self.stats["served"] += 1
-            self.stats["stale"] += int(res.stale)
-            self.stats["waited"] += res.waited
-
-    def close(self) -> None:
-        """Stop the threads (pending searches are cancelled)."""
-        if not self._closed:
-            self._closed = True
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
