@@ -131,6 +131,11 @@ def run(opts: ServeOptions, *, store: Store | None = None, embedder: Any = None)
 
 def run_writer() -> None:
     """The writer process (``ragstore serve-writer``): options from ``$RAGSTORE_SERVER_CONFIG``."""
+    if ENV_CONFIG not in os.environ:
+        raise RagstoreError(
+            f"{WRITER_COMMAND} is the writer process of `ragstore serve --workers N`, which starts it with its "
+            f"options in ${ENV_CONFIG}; run `ragstore serve` instead"
+        )
     opts = ServeOptions.from_env()
     _watch_parent()
     run(opts)
