@@ -184,6 +184,8 @@ class WriterProcess:
                     proc.kill()
                     raise RagstoreError(f"the writer process did not start within {timeout:.0f}s")
                 time.sleep(0.1)
+        proc.kill()  # the server is stopping: this writer would be stopped at once
+        raise RagstoreError("the server stopped while the writer process was starting")
 
     def supervise(self) -> None:
         """Restart the writer whenever it dies, in a background thread."""
@@ -204,6 +206,8 @@ class WriterProcess:
                 failed = 0
                 log.warning("the writer process was restarted")
             except RagstoreError as e:
+                if self._stopping.is_set():
+                    return
                 failed += 1
                 log.error("restarting the writer process failed (%d of %d): %s", failed, MAX_FAILED_STARTS, e)
                 if failed >= MAX_FAILED_STARTS and not self._stopping.is_set():
