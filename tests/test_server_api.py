@@ -176,6 +176,8 @@ def test_public_message_takes_out_paths_not_ids():
     assert public_message(f"the store at {p} is damaged: x", [p]) == "the store is damaged: x"
     assert public_message(f"no document 'a/b' in {p}", [p]) == "no document 'a/b' in the store"
     assert public_message(f"cannot lock {p}/writer.lock now", [p]) == "cannot lock the store now"
+    assert (public_message(f"the store at {p} is damaged: run `ragstore check --fix {p}` to salvage", [p])
+            == "the store is damaged: run `ragstore check --fix STORE` to salvage")
     assert public_message("no document '/etc/passwd' in x", []) == "no document '/etc/passwd' in x"
     assert public_message("cannot read /var/lib/other/file.db today", []) == "cannot read <path> today"
 

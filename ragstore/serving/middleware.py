@@ -101,6 +101,8 @@ def public_message(message: str, paths: Iterable[str]) -> str:
     should not learn the server's file layout."""
     for p in sorted({p.rstrip("/") for p in paths if p and p != "/"}, key=len, reverse=True):
         esc = re.escape(p)
+        # a command line the message suggests: `ragstore check P` -> `ragstore check STORE`
+        message = re.sub(rf"(`ragstore [^`]*?){esc}", r"\1STORE", message)
         # "store P", "the store at P", "P" (and files under it) all become "the store"
         message = re.sub(rf"(?:\bthe )?(?:\bstore (?:at )?)?{esc}(?:/[^\s'\",;:()]*)?", "the store", message)
     return _ABS_PATH.sub("<path>", message)

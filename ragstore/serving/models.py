@@ -148,12 +148,14 @@ def from_dataclass(
     types: dict[str, Any] | None = None,
     descriptions: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    doc: str | None = None,
 ) -> type[BaseModel]:
     """A response model with one required field per field of the dataclass ``cls``.
 
     ``types`` narrows a field's type for the schema (e.g. a Literal for a status
     string), ``descriptions`` documents fields, ``extra`` adds ``name: (type,
-    Field)`` pairs. Every field is required: responses always carry them all."""
+    Field)`` pairs, ``doc`` describes the model (default: the dataclass's
+    docstring). Every field is required: responses always carry them all."""
     hints = typing.get_type_hints(cls)
     types = types or {}
     descriptions = descriptions or {}
@@ -161,7 +163,9 @@ def from_dataclass(
     for f in dataclasses.fields(cls):
         fields[f.name] = (types.get(f.name, hints[f.name]), Field(description=descriptions.get(f.name)))
     fields.update(extra or {})
-    model: type[BaseModel] = create_model(name, __config__=_OUT, __doc__=cls.__doc__, **fields)
+    if doc is None and cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):
+        doc = cls.__doc__  # not the signature that @dataclass writes when there is no docstring
+    model: type[BaseModel] = create_model(name, __config__=_OUT, __doc__=doc, **fields)
     return model
 
 
@@ -172,13 +176,14 @@ HitOut = from_dataclass(Hit, name="HitOut", descriptions={
 DocumentOut = from_dataclass(Document, name="DocumentOut")
 AddResultOut = from_dataclass(AddResult, name="AddResultOut",
                               types={"status": Literal["added", "replaced", "unchanged"]})
-IngestSummaryOut = from_dataclass(IngestSummary, name="IngestSummaryOut", descriptions={
-    "skipped": "Invalid documents skipped (always 0 here: a bad document stops the request).",
-})
-StatsOut = from_dataclass(Stats, name="StatsOut")
+IngestSummaryOut = from_dataclass(
+    IngestSummary, name="IngestSummaryOut", doc="What an add_many call did.",
+    descriptions={"skipped": "Invalid documents skipped (always 0 here: a bad document stops the request)."},
+)
+StatsOut = from_dataclass(Stats, name="StatsOut", doc="Counts and sizes of the store.")
 ConfigOut = from_dataclass(StoreConfig, name="ConfigOut")
 RetrievedChunk = from_dataclass(
-    Chunk, name="RetrievedChunk",
+    Chunk, name="RetrievedChunk", doc="One chunk of the request's text, with the neighbours found for it.",
     descriptions={"text": "The input chunk; text[start:end] of the request's text."},
     extra={
         "retrieved_with": (int | None, Field(
