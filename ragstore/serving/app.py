@@ -105,7 +105,10 @@ def openapi_schema() -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: their options are the
     :class:`ServeOptions` JSON in ``$RAGSTORE_SERVER_CONFIG``."""
+    from .runner import configure_logging
+
     opts = ServeOptions.from_env()
+    configure_logging(opts.log_level)  # a fresh (spawned) process: nothing is configured yet
     return create_app(
         opts.store,
         readonly=opts.readonly,

@@ -32,7 +32,7 @@ from ..errors import InvalidInputError, RagstoreError
 from .backend import WRITER_BASE_URL
 from .options import ENV_CONFIG, ServeOptions
 
-__all__ = ["serve", "run", "run_writer", "WriterProcess", "WRITER_COMMAND"]
+__all__ = ["serve", "run", "run_writer", "configure_logging", "WriterProcess", "WRITER_COMMAND"]
 
 log = logging.getLogger("ragstore.serving.http")
 
@@ -88,6 +88,7 @@ def run(opts: ServeOptions, *, store: Store | None = None, embedder: Any = None)
     from .app import create_app
 
     _exit_cleanly_on_sigterm()
+    configure_logging(opts.log_level)
     where: dict[str, Any] = {"uds": opts.uds} if opts.uds else {"host": opts.host, "port": opts.port}
     common: dict[str, Any] = {"log_level": opts.log_level, "access_log": opts.access_log,
                               "timeout_keep_alive": int(opts.keep_alive), **where}
@@ -127,6 +128,20 @@ def run(opts: ServeOptions, *, store: Store | None = None, embedder: Any = None)
         shutil.rmtree(sockdir, ignore_errors=True)
     if writer is not None and writer.failure is not None:
         raise RagstoreError(writer.failure)
+
+
+def configure_logging(level: str) -> None:
+    """The server's own messages (errors answered, writer restarts) on stderr at
+    uvicorn's ``--log-level``: uvicorn configures only its own loggers, and the
+    full messages that clients get without paths are kept here."""
+    logger = logging.getLogger("ragstore")
+    if logger.handlers:  # an application embedding the server configured it
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:  %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def run_writer() -> None:
