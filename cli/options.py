@@ -50,6 +50,15 @@ __all__ = [
     "EXACT_OPT",
     "EXPANSION_OPT",
     "OVERSAMPLE_OPT",
+    "HOST_OPT",
+    "PORT_OPT",
+    "WORKERS_OPT",
+    "TOKEN_OPT",
+    "THREADS_OPT",
+    "MAX_BODY_MB_OPT",
+    "KEEP_ALIVE_OPT",
+    "LOG_LEVEL_OPT",
+    "ACCESS_LOG_OPT",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,3 +153,32 @@ OVERSAMPLE_OPT = typer.Option(
     QueryOptions.oversample, "--oversample", min=1, metavar="N",
     help="Candidates re-scored per hit. Default: 1 for an f16 index, 4 for i8.", show_default=False,
 )
+
+# ---------------------------------------------------------------------- serving options
+# One per field of ServeOptions that `ragstore serve` takes; serve_cmds builds the object.
+HOST_OPT = typer.Option(ServeOptions.host, "--host", help="Address to bind (loopback by default).")
+PORT_OPT = typer.Option(ServeOptions.port, "--port", min=0, max=65535, help="TCP port.")
+WORKERS_OPT = typer.Option(
+    ServeOptions.workers, "--workers", min=1,
+    help="Worker processes. With more than one, each reads the store itself and writes go to one "
+    "writer process over a private Unix socket.",
+)
+TOKEN_OPT = typer.Option(
+    ServeOptions.token, "--token", envvar="RAGSTORE_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every request but GET /health (or set $RAGSTORE_TOKEN).",
+)
+THREADS_OPT = typer.Option(
+    ServeOptions.threads, "--threads", min=1, help="Reads served at once by each process (default: the number of CPUs)."
+)
+MAX_BODY_MB_OPT = typer.Option(
+    ServeOptions.max_body_bytes / 1_000_000, "--max-body-mb", min=0.001,
+    help="Largest request body, in MB (413 over it).",
+)
+KEEP_ALIVE_OPT = typer.Option(
+    ServeOptions.keep_alive, "--keep-alive", min=1.0,
+    help="Seconds an idle keep-alive connection stays open (longer than clients keep theirs).",
+)
+LOG_LEVEL_OPT = typer.Option(
+    ServeOptions.log_level, "--log-level", help="uvicorn log level: critical, error, warning, info, debug."
+)
+ACCESS_LOG_OPT = typer.Option(ServeOptions.access_log, "--access-log/--no-access-log", help="Log every request.")

@@ -13,7 +13,7 @@ from ragstore_cli.app import app
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 GROUP = typer.main.get_command(app)
-COMMANDS = sorted(GROUP.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(n for n, c in GROUP.commands.items() if not c.hidden)  # type: ignore[attr-defined]  # hidden: internal (serve-writer)
 HELP_OPTS = {"-h", "--help"}  # documented once, for all commands
 
 

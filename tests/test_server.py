@@ -179,7 +179,7 @@ def test_health_is_open_everything_else_needs_the_token(servers):
 def test_served_openapi_schema_is_the_committed_one(rw):
     served = rw.get("/openapi.json").json()
     committed = json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))
-    assert served == committed, "regenerate: python -m ragstore.serving.http --openapi > docs/openapi.json"
+    assert served == committed, "regenerate: python -m ragstore.serving.openapi > docs/openapi.json"
 
 
 # ---------------------------------------------------------------------- documents
@@ -210,16 +210,16 @@ def test_add_get_replace_delete_round_trip(rw):
 
 def test_batch_add_and_delete(rw):
     docs = [{"id": f"batch-{i}", "text": f"batch document number {i} about owls", "meta": {"i": i}} for i in range(5)]
-    r = rw.post("/documents/batch", json={"documents": docs})
+    r = rw.post("/documents:batch", json={"documents": docs})
     assert r.status_code == 200 and r.json()["added"] == 5
-    r = rw.post("/documents/batch", json={"documents": docs, "replace": True})
+    r = rw.post("/documents:batch", json={"documents": docs, "replace": True})
     assert r.json()["unchanged"] == 5
-    assert_error(rw.post("/documents/delete", json={"ids": ["batch-0", "nope"]}), 404, "NotFoundError")
+    assert_error(rw.post("/documents:delete", json={"ids": ["batch-0", "nope"]}), 404, "NotFoundError")
     assert rw.get("/documents/batch-0").status_code == 200  # nothing was deleted
-    r = rw.post("/documents/delete", json={"ids": ["batch-0", "batch-1", "nope"], "missing_ok": True})
+    r = rw.post("/documents:delete", json={"ids": ["batch-0", "batch-1", "nope"], "missing_ok": True})
     assert r.json() == {"chunks_removed": 2}
     ids = [f"batch-{i}" for i in range(2, 5)]
-    assert rw.post("/documents/delete", json={"ids": ids}).json() == {"chunks_removed": 3}
+    assert rw.post("/documents:delete", json={"ids": ids}).json() == {"chunks_removed": 3}
 
 
 # ---------------------------------------------------------------------- retrieval
@@ -361,8 +361,8 @@ def test_read_only_server_refuses_writes_and_sees_the_writers_commits(rw, ro):
     assert_error(ro.post("/documents", json={"id": "r", "text": "refused"}), 403, "ReadOnlyError")
     assert_error(ro.put("/documents/r", json={"text": "refused"}), 403, "ReadOnlyError")
     assert_error(ro.delete("/documents/cats"), 403, "ReadOnlyError")
-    assert_error(ro.post("/documents/delete", json={"ids": ["cats"]}), 403, "ReadOnlyError")
-    assert_error(ro.post("/documents/batch", json={"documents": [{"id": "r", "text": "x"}]}), 403, "ReadOnlyError")
+    assert_error(ro.post("/documents:delete", json={"ids": ["cats"]}), 403, "ReadOnlyError")
+    assert_error(ro.post("/documents:batch", json={"documents": [{"id": "r", "text": "x"}]}), 403, "ReadOnlyError")
     text = "a unique sentence about quokkas written through the other process"
     assert rw.post("/documents", json={"id": "quokka", "text": text}).status_code == 201
     # the reader process sees the commit at its next query
@@ -388,13 +388,13 @@ def test_two_workers_send_writes_to_one_writer(servers):
         assert c.get("/stats").json()["documents"] == 5 + 16
         assert c.put("/documents/" + quote("w/0", safe=""), json={"text": "replaced"}).json()["status"] == "replaced"
         assert c.get("/documents/w%2F0").json()["text"] == "replaced"
-        assert c.post("/documents/delete", json={"ids": [f"w/{i}" for i in range(16)]}).status_code == 200
+        assert c.post("/documents:delete", json={"ids": [f"w/{i}" for i in range(16)]}).status_code == 200
         assert c.get("/stats").json()["documents"] == 5
     # the process holding the writer lock (its pid is in the lock file) is the writer, not a worker
     holder = (servers["root"] / "b" / "writer.lock").read_text().strip()
     cmdline = Path(f"/proc/{holder}/cmdline")
     if cmdline.exists():
-        assert b"--writer" in cmdline.read_bytes()
+        assert b"serve-writer" in cmdline.read_bytes()
 
 
 def test_serve_reports_a_missing_store_without_a_traceback(tmp_path):

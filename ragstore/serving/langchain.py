@@ -60,9 +60,9 @@ except ImportError as e:  # pragma: no cover - exercised without the extra
 
 import numpy as np
 
+from .. import Store
 from ..embedders.base import CallableEmbedder
 from ..errors import InvalidInputError
-from ..store import Store
 from ..types import Doc, Hit
 
 __all__ = ["RagstoreVectorStore", "DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "CONTENT_KEY", "whitespace_tokenizer"]
@@ -187,7 +187,7 @@ class RagstoreVectorStore(VectorStore):
             raise InvalidInputError(f"got {len(ids)} ids for {len(documents)} documents")
         out_ids = [
             str(i) if i is not None else (str(d.id) if d.id is not None else uuid.uuid4().hex)
-            for i, d in zip(ids or [None] * len(documents), documents)
+            for i, d in zip(ids or [None] * len(documents), documents, strict=True)
         ]
         if not documents:
             return []
@@ -207,11 +207,11 @@ class RagstoreVectorStore(VectorStore):
             single.append(len(self.store.chunk(stored)) == 1)
         # One vector per Document, by LangChain's own call, for the one-chunk ones;
         # longer ones are embedded chunk by chunk by the store (same model).
-        whole = [d.page_content for d, one in zip(documents, single) if one]
+        whole = [d.page_content for d, one in zip(documents, single, strict=True) if one]
         vecs = iter(np.asarray(self._embedding.embed_documents(whole), dtype=np.float32)) if whole else iter(())
         batch = [
             Doc(i, t, None, m, next(vecs)[None, :] if one else None)
-            for i, t, m, one in zip(out_ids, texts, metas, single)
+            for i, t, m, one in zip(out_ids, texts, metas, single, strict=True)
         ]
         with self._write_lock:
             self.store.add_many(batch, replace=True)
@@ -335,7 +335,9 @@ class RagstoreVectorStore(VectorStore):
         if not cands:
             return []
         vecs = np.asarray(self._embedding.embed_documents([d.page_content for d, _ in cands]), dtype=np.float32)
-        picked = maximal_marginal_relevance(np.asarray(embedding, dtype=np.float32), vecs, lambda_mult=lambda_mult, k=k)
+        # annotated list[list[float]], but it takes any 2-D array (it calls np.array on it)
+        picked = maximal_marginal_relevance(np.asarray(embedding, dtype=np.float32), vecs,  # type: ignore[arg-type]
+                                            lambda_mult=lambda_mult, k=k)
         return [cands[i][0] for i in picked]
 
     def max_marginal_relevance_search(

@@ -21,9 +21,10 @@ import logging
 import sys
 from typing import Any
 
+from .. import Store
 from ..embedders.loading import load_embedder
 from ..errors import RagstoreError
-from ..store import Store
+from .jsonenc import to_jsonable
 
 __all__ = ["build_server", "run_stdio"]
 
@@ -45,31 +46,15 @@ def _sdk() -> tuple[Any, Any, Any]:
         from mcp_types import ToolAnnotations
     except ImportError:
         try:
-            from mcp.server.fastmcp import FastMCP as Server  # mcp 1.x
-            from mcp.server.fastmcp.exceptions import ToolError
+            # mcp 1.x; the type checker sees whichever version is installed
+            from mcp.server.fastmcp import FastMCP as Server  # type: ignore[attr-defined,no-redef]
+            from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[import-not-found,no-redef]
             from mcp.types import ToolAnnotations
         except ImportError as e:
             raise ImportError(
                 f"the ragstore MCP server needs the 'mcp' extra ({e.name} is missing): pip install 'ragstore[mcp]'"
             ) from None
     return Server, ToolError, ToolAnnotations
-
-
-def _hit(h: Any) -> dict[str, Any]:
-    d = h.to_dict()
-    d["meta"] = _plain(d["meta"])
-    return d
-
-
-def _plain(o: Any) -> Any:
-    """JSON-safe: meta written by the library may hold bytes."""
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, (bytes, bytearray, memoryview)):
-        return bytes(o).hex()
-    return o
 
 
 def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore") -> Any:
@@ -94,7 +79,7 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
         query: str, k: int = 5, sources: list[str] | None = None, exclude_docs: list[str] | None = None
     ) -> dict[str, Any]:
         hits = call(store.query, query, k, sources=sources, exclude_docs=exclude_docs)
-        return {"hits": [_hit(h) for h in hits]}
+        return to_jsonable({"hits": hits})  # meta written by the library may hold bytes
 
     @server.tool(
         description="A whole stored document by id: its text, source and metadata.",
@@ -102,7 +87,7 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
     )
     def get_document(doc_id: str) -> dict[str, Any]:
         d = call(store.get, doc_id)
-        return {"id": d.id, "source": d.source, "meta": _plain(d.meta), "text": d.text,
+        return {"id": d.id, "source": d.source, "meta": to_jsonable(d.meta), "text": d.text,
                 "n_chunks": d.n_chunks, "n_tokens": d.n_tokens}
 
     @server.tool(
@@ -110,7 +95,7 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
         annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
     )
     def stats() -> dict[str, Any]:
-        return call(store.stats).to_dict()
+        return to_jsonable(call(store.stats))
 
     if not readonly:
 
@@ -155,24 +140,3 @@ def run_stdio(
         build_server(store, readonly=readonly).run("stdio")
     finally:
         store.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ragstore.serving.mcp STORE [--read-only] [--embedder SPEC]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m ragstore.serving.mcp", description="Serve a store as MCP tools over stdio.")
-    p.add_argument("store")
-    p.add_argument("--read-only", action="store_true")
-    p.add_argument("--embedder", default=None)
-    p.add_argument("--lock-timeout", type=float, default=10.0)
-    a = p.parse_args(argv)
-    try:
-        run_stdio(a.store, readonly=a.read_only, embedder=a.embedder, lock_timeout=a.lock_timeout)
-    except (RagstoreError, ImportError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,6 +12,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from . import jsonenc
+
 __all__ = ["ServeOptions", "McpOptions", "ENV_CONFIG"]
 
 ENV_CONFIG = "RAGSTORE_SERVER_CONFIG"
@@ -44,7 +46,7 @@ class ServeOptions:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return jsonenc.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> ServeOptions:
