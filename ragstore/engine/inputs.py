@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..config import MAX_DOC_ID_BYTES, MAX_SOURCE_CHARS, StoreConfig
+from ..config import MAX_DOC_ID_BYTES, MAX_SOURCE_BYTES, MAX_SOURCE_CHARS, StoreConfig
 from ..errors import InvalidInputError
 from ..types import Doc
 from .records import pack
@@ -29,16 +29,25 @@ __all__ = [
 ]
 
 
+def _utf8(value: str, what: str) -> bytes:
+    """``value``'s UTF-8 bytes; a lone surrogate (which UTF-8 cannot hold) is refused."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{what} {value[:80]!r} holds an unpaired surrogate at character {e.start}: it is not valid "
+            "Unicode text (decode your input with errors='replace', or fix its encoding)"
+        ) from None
+
+
 def check_doc_id(doc_id: object) -> str:
     if not isinstance(doc_id, str) or not doc_id:
         raise InvalidInputError(f"document id must be a non-empty str, got {doc_id!r}")
-    try:
-        b = doc_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"document id {doc_id!r} is not valid Unicode") from None
+    # bytes, not characters: the id is an LMDB key, limited to 511 bytes
+    b = _utf8(doc_id, "document id")
     if len(b) > MAX_DOC_ID_BYTES:
         raise InvalidInputError(
-            f"document id is {len(b)} bytes long; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
+            f"document id is {len(b)} bytes long in UTF-8; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
         )
     return doc_id
 
@@ -49,7 +58,15 @@ def check_source(source: object) -> str:
         return ""
     if not isinstance(source, str) or not source or len(source) > MAX_SOURCE_CHARS or "\x00" in source:
         raise InvalidInputError(
-            f"source must be None or a non-empty str of at most {MAX_SOURCE_CHARS} characters, got {source!r}"
+            f"source must be None or a non-empty str of at most {MAX_SOURCE_CHARS} characters without NUL, "
+            f"got {source if not isinstance(source, str) else source[:80]!r}"
+        )
+    # bytes, not characters: the source is part of an LMDB key (b"s" + source, at most 511 bytes)
+    b = _utf8(source, "source")
+    if len(b) > MAX_SOURCE_BYTES:
+        raise InvalidInputError(
+            f"source {source[:40]!r}... is {len(b)} bytes long in UTF-8; at most {MAX_SOURCE_BYTES} are allowed "
+            "(use a shorter name)"
         )
     return source
 

@@ -1,0 +1,114 @@
+"""Hostile input and hostile disks: never a crash, never a raw exception, nothing lost.
+
+Each case is met where a user meets it: the library call, and the command line
+in a real child process (``main()``, so exit codes are the user's: 1 and 2 for
+the user's or the environment's errors, 3 only for a bug in ragstore).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ragstore
+from ragstore import Doc, InvalidInputError, RagstoreError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The command line in a child process, with the test hash embedder registered
+# under the name its stores record (the CLI resolves a store's embedder by name).
+_CLI = (
+    "import sys; from ragstore import embed; from ragstore.testing import HashEmbedder; "
+    "embed.register('test-hash', lambda arg: HashEmbedder()); "
+    "from ragstore_cli.app import main; sys.argv = ['ragstore', *sys.argv[1:]]; main()"
+)
+
+
+def cli(*args: object, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _CLI, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kw)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def snapshot(s: ragstore.Store) -> tuple:
+    return len(s), sorted(s.doc_ids()), s.sources(), s.stats().chunks
+
+
+# ---------------------------------------------------------------------- item 5: lengths in bytes, lone surrogates
+LONG_SOURCES = {
+    "cjk": "漢" * 200,  # 200 characters, 600 bytes: over LMDB's 511-byte keys
+    "emoji": "🦉" * 130,  # 130 characters, 520 bytes
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LONG_SOURCES))
+def test_source_short_in_characters_long_in_bytes_is_refused(store, kind):
+    source = LONG_SOURCES[kind]
+    assert len(source) <= 200 and len(source.encode()) > 511
+    store.add("keep", "a document that stays")
+    before = snapshot(store)
+    with pytest.raises(InvalidInputError, match="bytes long in UTF-8"):
+        store.add("x", "some text", source=source)
+    with pytest.raises(InvalidInputError, match="bytes long in UTF-8"):
+        store.add_many([Doc("y", "other text", source=source)])
+    with pytest.raises(InvalidInputError, match="bytes long in UTF-8"):
+        store.query("text", sources=[source])
+    assert snapshot(store) == before and store.check().ok
+    ok = "é" * 200  # 400 bytes: within the limit
+    store.add("z", "fine text", source=ok)
+    assert store.get("z").source == ok
+
+
+@pytest.mark.parametrize("where", ["id", "source", "text", "meta value", "meta key", "nested meta"])
+def test_lone_surrogates_are_refused(store, where):
+    doc = {"id": "d", "text": "some text", "source": "src", "meta": {"k": "v"}}
+    bad = "bad \ud800 value"
+    if where == "id":
+        doc["id"] = bad
+    elif where == "source":
+        doc["source"] = bad
+    elif where == "text":
+        doc["text"] = bad
+    elif where == "meta value":
+        doc["meta"] = {"k": bad}
+    elif where == "meta key":
+        doc["meta"] = {bad: 1}
+    else:
+        doc["meta"] = {"a": [{"b": bad}]}
+    before = snapshot(store)
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        store.add(doc["id"], doc["text"], source=doc["source"], meta=doc["meta"])
+    reported = []
+    summary = store.add_many([doc], on_invalid=lambda i, doc_id, e: reported.append(str(e)))
+    assert summary.skipped == 1 and "surrogate" in reported[0]
+    assert snapshot(store) == before
+
+
+def test_lone_surrogates_in_reads_are_refused(store):
+    store.add("a", "a document")
+    for call in (lambda: store.get("\udc80"), lambda: store.delete("\udc80"),
+                 lambda: store.query("a", sources=["\ud800"]), lambda: list(store.doc_ids(source="\ud800"))):
+        with pytest.raises(InvalidInputError, match="surrogate"):
+            call()
+
+
+def test_cli_source_long_in_bytes_is_reported_not_a_crash(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "fine text", "source": "漢" * 200},
+                                          {"id": "b", "text": "other fine text"}])
+    p = cli("ingest", tmp_path / "s", f, "--embedder", "test-hash")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith(f"{f}:1: ") and "bytes long in UTF-8" in p.stderr
+    p = cli("ingest", tmp_path / "s", f, "--embedder", "test-hash", "--on-error", "stop")
+    assert p.returncode == 1 and "bytes long in UTF-8" in p.stderr and "internal error" not in p.stderr
+
+
+def test_errors_are_ragstore_errors():
+    assert issubclass(InvalidInputError, RagstoreError)
