@@ -8,6 +8,7 @@ the user's or the environment's errors, 3 only for a bug in ragstore).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 
 import ragstore
+from helpers import HashEmbedder
 from ragstore import Doc, InvalidInputError, RagstoreError
+from ragstore.engine import ingest as ingest_mod
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,5 +113,76 @@ def test_cli_source_long_in_bytes_is_reported_not_a_crash(tmp_path):
     assert p.returncode == 1 and "bytes long in UTF-8" in p.stderr and "internal error" not in p.stderr
 
 
+# ---------------------------------------------------------------------- item 7: meta is strict JSON
+BAD_META = {
+    "nan": {"v": math.nan},
+    "inf": {"v": math.inf},
+    "-inf in a list": {"v": [1.0, -math.inf]},
+    "nested nan": {"a": {"b": [{"c": float("nan")}]}},
+    "int key": {1: "x"},
+    "nested int key": {"a": {2: "x"}},
+    "set": {"v": {1, 2}},
+    "object": {"v": object()},
+    "too deep": {"v": __import__("functools").reduce(lambda acc, _: [acc], range(40), 1)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_META))
+def test_meta_must_be_strict_json(store, case):
+    store.add("keep", "a document that stays")
+    before = snapshot(store)
+    with pytest.raises(InvalidInputError) as ei:
+        store.add("x", "some text", meta=BAD_META[case])
+    assert "meta" in str(ei.value)
+    assert snapshot(store) == before and store.check().ok
+
+
+def test_meta_json_values_and_bytes_still_accepted(store):
+    meta = {"s": "ü", "i": -5, "big": 2**63, "f": 1.5, "t": True, "n": None, "l": [1, [2, {"x": "y"}]],
+            "b": b"\x00\xff", "deep": __import__("functools").reduce(lambda acc, _: [acc], range(30), 1)}
+    store.add("ok", "fine text", meta=meta)
+    assert store.get("ok").meta == meta
+
+
+@pytest.fixture
+def nan_store(tmp_path, monkeypatch):
+    """A store holding NaN and infinity in a document's meta, as stores written before the check can."""
+    path = tmp_path / "nan"
+    with monkeypatch.context() as m:
+        m.setattr(ingest_mod, "check_meta", lambda meta: dict(meta or {}))
+        with ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=16) as s:
+            s.add("n", "owls hunt at night", meta={"v": math.nan, "w": [math.inf], "ok": 1})
+            s.add("m", "gulls eat fish", meta={"ok": 2})
+    return path
+
+
+def test_store_holding_nan_still_reads(nan_store):
+    with ragstore.open(nan_store, embedder=HashEmbedder()) as s:
+        assert math.isnan(s.get("n").meta["v"])
+        hits = s.query("owls hunt at night", 2)
+        assert hits[0].doc_id == "n"
+        assert s.check().ok
+
+
+def test_cli_query_json_is_valid_json_with_nan_in_store(nan_store):
+    p = cli("query", nan_store, "owls hunt at night", "-k", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    assert "NaN" not in p.stdout and "Infinity" not in p.stdout
+    out = json.loads(p.stdout, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    hit = out["hits"][0]
+    assert hit["doc_id"] == "n" and hit["meta"] == {"v": None, "w": [None], "ok": 1}
+
+
+def test_cli_ingest_nan_meta_is_reported(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"id": "a", "text": "fine text", "meta": {"v": NaN}}\n{"id": "b", "text": "more text"}\n')
+    p = cli("ingest", tmp_path / "s", f, "--embedder", "test-hash")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith(f"{f}:1: ") and "JSON cannot represent" in p.stderr
+    p = cli("query", tmp_path / "s", "fine text", "--json")
+    assert p.returncode == 0 and [h["doc_id"] for h in json.loads(p.stdout)["hits"]] == ["b"]
+
+
 def test_errors_are_ragstore_errors():
     assert issubclass(InvalidInputError, RagstoreError)
+

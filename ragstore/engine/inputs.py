@@ -22,6 +22,7 @@ __all__ = [
     "check_doc_id",
     "check_source",
     "check_meta",
+    "MAX_META_DEPTH",
     "check_positive_int",
     "coerce_doc",
     "content_hash",
@@ -72,18 +73,56 @@ def check_source(source: object) -> str:
 
 
 def check_meta(meta: object) -> dict:
+    """Metadata as JSON can carry it (and bytes, kept as they are), refused otherwise.
+
+    Every door prints metadata as strict JSON (the CLI's ``--json``, HTTP, MCP),
+    so what JSON cannot hold is refused here, before anything is written: NaN
+    and infinity (``json`` would print ``NaN``, which no JSON parser reads),
+    keys other than str, other types (sets, objects, numpy arrays), lone
+    surrogates, and nesting deeper than :data:`MAX_META_DEPTH`.
+    """
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
         raise InvalidInputError(f"meta must be a dict, got {type(meta).__name__}")
     meta = dict(meta)
-    if not all(isinstance(k, str) for k in meta):
-        raise InvalidInputError("meta keys must be str")
+    _check_json(meta, "meta", 0)
     try:
         pack(meta)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidInputError(f"meta is not serializable (str, numbers, lists, dicts, bytes): {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:  # an int beyond msgpack's 64 bits
+        raise InvalidInputError(f"meta is not serializable (JSON values and bytes): {e}") from None
     return meta
+
+
+MAX_META_DEPTH = 32  # nested dicts and lists: deeper is a bug in the caller, and recursion has limits
+
+
+def _check_json(v: Any, where: str, depth: int) -> None:
+    if depth > MAX_META_DEPTH:
+        raise InvalidInputError(f"{where} is nested more than {MAX_META_DEPTH} levels deep; flatten the metadata")
+    if v is None or isinstance(v, (bool, int, bytes)):
+        return
+    if isinstance(v, str):
+        _utf8(v, where)
+    elif isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise InvalidInputError(
+                f"{where} is {v!r}, which JSON cannot represent: store null or a string instead"
+            )
+    elif isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"meta keys must be str: {where} has the key {k!r} ({type(k).__name__})")
+            _utf8(k, f"key of {where}")
+            _check_json(x, f"{where}[{k[:40]!r}]", depth + 1)
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_json(x, f"{where}[{i}]", depth + 1)
+    else:
+        raise InvalidInputError(
+            f"{where} is a {type(v).__name__}, which JSON cannot hold: use str, numbers, true/false, "
+            "null, lists, dicts (or bytes)"
+        )
 
 
 def check_positive_int(name: str, value: object) -> int:
