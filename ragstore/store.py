@@ -240,6 +240,14 @@ class Store:
         given: then it is reported there and skipped (``doc_id`` is None when
         the id itself is bad). ``on_progress(IngestProgress)`` is called after
         each commit and every 1,000 documents skipped as unchanged or invalid.
+
+        An id given twice in one call: with ``replace=False`` the later copy is
+        bad input (:class:`InvalidInputError`, not :class:`AlreadyExistsError`,
+        which means the id was stored before the call): raised, after the
+        documents before it are committed (the message names the id and counts
+        them), or reported to ``on_invalid`` while the rest goes in. With
+        ``replace=True`` the last copy wins (the summary counts the first as
+        added and the later as replaced).
         """
         run = self._ingest_run(replace=replace, batch_size=batch_size, on_progress=on_progress, on_invalid=on_invalid)
         with self._mutex:

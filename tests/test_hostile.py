@@ -186,3 +186,44 @@ def test_cli_ingest_nan_meta_is_reported(tmp_path):
 def test_errors_are_ragstore_errors():
     assert issubclass(InvalidInputError, RagstoreError)
 
+
+# ---------------------------------------------------------------------- item 6: an id twice in one add_many
+@pytest.mark.parametrize("batch_size", [1000, 2])
+def test_repeated_id_in_one_call_raises_before_its_copy_commits(store, batch_size):
+    store.add("old", "a document from before")
+    docs = [Doc(f"n{i}", f"new document number {i}") for i in range(5)]
+    docs.insert(3, Doc("n1", "a second copy of n1"))  # #3 repeats #1
+    with pytest.raises(InvalidInputError) as ei:
+        store.add_many(docs, batch_size=batch_size)
+    msg = str(ei.value)
+    assert not isinstance(ei.value, ragstore.AlreadyExistsError)
+    assert "'n1' is given twice in this call" in msg and "again as document #3" in msg
+    assert "3 documents of this call" in msg, msg  # n0, n1, n2 were before the repeat
+    # the documents before the repeat are committed, as before any bad document; the copy is not
+    assert sorted(store.doc_ids()) == ["n0", "n1", "n2", "old"]
+    assert store.get("n1").text == "new document number 1" and store.check().ok
+
+
+def test_repeated_id_is_reported_with_on_invalid_and_the_rest_goes_in(store):
+    docs = [Doc(f"n{i}", f"new document number {i}") for i in range(5)]
+    docs.insert(3, Doc("n1", "a second copy of n1"))
+    seen = []
+    summary = store.add_many(docs, batch_size=2, on_invalid=lambda i, doc_id, e: seen.append((i, doc_id, str(e))))
+    assert [(i, d) for i, d, _ in seen] == [(3, "n1")] and "given twice" in seen[0][2]
+    assert (summary.added, summary.skipped, summary.documents) == (5, 1, 6)
+    assert sorted(store.doc_ids()) == [f"n{i}" for i in range(5)]
+    assert store.get("n1").text == "new document number 1" and store.check().ok
+
+
+def test_repeated_id_with_replace_last_copy_wins(store):
+    docs = [Doc("a", "first copy"), Doc("b", "other"), Doc("a", "last copy")]
+    summary = store.add_many(docs, replace=True)
+    assert store.get("a").text == "last copy" and (summary.added, summary.replaced) == (2, 1)
+    assert store.check().ok
+
+
+def test_id_existing_before_the_call_is_still_already_exists(store):
+    store.add("a", "before")
+    with pytest.raises(ragstore.AlreadyExistsError):
+        store.add_many([Doc("b", "new"), Doc("a", "again")])
+    assert sorted(store.doc_ids()) == ["a", "b"] and store.get("a").text == "before"
