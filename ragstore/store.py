@@ -34,7 +34,15 @@ from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
 from .engine.writes import delete_documents
-from .errors import InvalidInputError, NotFoundError, ReadOnlyError, StoreClosedError, StoreLockedError
+from .errors import (
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    StoreClosedError,
+    StoreLockedError,
+    StoreNotWritableError,
+)
 from .types import AddResult, CheckReport, Chunk, CompactResult, Deleted, Doc, Document, Hit, IngestSummary, Stats
 
 __all__ = ["Store", "open"]
@@ -162,6 +170,12 @@ class Store:
         with self._mutex:  # two threads' first writes must not race for the same lock
             if self.readonly:
                 raise ReadOnlyError(f"store {self.path} was opened with readonly=True; reopen it without to write")
+            if self._records.readonly:  # LMDB was opened read-only: the folder is not writable
+                raise StoreNotWritableError(
+                    f"the store at {self.path} cannot be written: its folder is not writable by this user or is "
+                    "on a read-only file system. Open it read-only (readonly=True, --read-only) to read it, or "
+                    "make the folder writable; nothing was written"
+                )
             if not self._locks.take_writer():
                 return
             remove_compaction_leftovers(self.path)
@@ -173,11 +187,13 @@ class Store:
         had = self._locks.writing
         try:
             self._take_writer()
-        except StoreLockedError:
-            return
-        self._sync.checkpoint()
-        if not had:
-            self._locks.release_writer()
+        except (StoreLockedError, StorageError):
+            return  # someone else writes, or no one can: the next open replays again
+        try:
+            self._sync.checkpoint_or_warn()  # opening must not depend on the disk having room
+        finally:
+            if not had:
+                self._locks.release_writer()
 
     def _release(self) -> None:
         self._locks.release()
@@ -458,13 +474,18 @@ class Store:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Save the index if this process wrote, release locks. Safe to call twice."""
+        """Save the index if this process wrote, release locks. Safe to call twice.
+
+        Never raises for a checkpoint that cannot be saved (a full disk): every
+        write is in LMDB already and the index is derived, so that warns
+        (:class:`ragstore.CheckpointWarning`) and the next open replays the log.
+        """
         if self._closed:
             return
         try:
             if self._locks.writing and self._index.needs_checkpoint:
                 with self._mutex:
-                    self._sync.checkpoint()
+                    self._sync.checkpoint_or_warn()
         finally:
             self._release()
 

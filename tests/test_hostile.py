@@ -7,20 +7,27 @@ the user's or the environment's errors, 3 only for a bug in ragstore).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import resource
+import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 import ragstore
-from helpers import HashEmbedder
+from helpers import HashEmbedder, wiki_docs
 from ragstore import Doc, InvalidInputError, RagstoreError
 from ragstore.engine import ingest as ingest_mod
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve()
+REPO = HERE.parents[1]
 
 # The command line in a child process, with the test hash embedder registered
 # under the name its stores record (the CLI resolves a store's embedder by name).
@@ -227,3 +234,257 @@ def test_id_existing_before_the_call_is_still_already_exists(store):
     with pytest.raises(ragstore.AlreadyExistsError):
         store.add_many([Doc("b", "new"), Doc("a", "again")])
     assert sorted(store.doc_ids()) == ["a", "b"] and store.get("a").text == "before"
+
+
+# ---------------------------------------------------------------------- item 4: hostile disks
+# A full disk is a file size limit (RLIMIT_FSIZE, `ulimit -f`) set in a child
+# process that ignores SIGXFSZ: writes past it fail with EFBIG, which ragstore
+# treats as ENOSPC (LMDB reports both as an "Input/output error"). A read-only
+# folder is chmod 555; root ignores modes, so a root test drops the capability
+# that lets it (setpriv). A read-only file system is a read-only bind mount in a
+# private mount namespace, where one can be made (root).
+STEPS_CHILD = "steps"
+
+
+def _limit_fsize(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def _fill_child(path: str, what: str) -> dict:
+    """Fill the disk under a store (a file size limit), then close and reopen it; each outcome recorded."""
+    out: dict = {}
+    docs = wiki_docs(300)
+    emb = HashEmbedder()
+    with ragstore.open(path, embedder=emb, chunk_tokens=32) as s:
+        s.add_many([Doc(f"pre{i}", d["text"][:3000]) for i, d in enumerate(docs[:5])])
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    acked = [f"pre{i}" for i in range(5)]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        s = ragstore.open(path, embedder=emb)
+        try:
+            if what == "commit":
+                _limit_fsize(size + 96 * 1024)
+                for i, d in enumerate(docs[5:], 5):
+                    s.add(f"d{i}", d["text"][:3000])
+                    acked.append(f"d{i}")
+            else:  # "checkpoint": LMDB has room, the index file does not
+                for i, d in enumerate(docs[5:200], 5):
+                    s.add(f"d{i}", d["text"][:3000])
+                    acked.append(f"d{i}")
+                _limit_fsize(16 * 1024)
+                s.checkpoint()
+            out["write"] = "no error"
+        except RagstoreError as e:
+            out["write"] = f"{type(e).__name__}: {e}"
+        try:
+            s.close()
+            out["close"] = "ok"
+        except Exception as e:  # noqa: BLE001 - the point: close must not raise
+            out["close"] = f"{type(e).__name__}: {e}"
+    out["close_warnings"] = [f"{x.category.__name__}: {x.message}" for x in w]
+    out["acked"] = len(acked)
+    out["tmp_left"] = sorted(f for f in os.listdir(os.path.join(path, "index")) if f.endswith(".tmp"))
+    # reopened at once, the disk still full: read-only, then read-write (whose open would checkpoint)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for ro in (True, False):
+            key = "reopen_ro" if ro else "reopen_rw"
+            try:
+                with ragstore.open(path, embedder=emb, readonly=ro, checkpoint_every=10) as s:
+                    found = all(d in s for d in acked)
+                    hits = s.query(docs[0]["text"][:200], 3)
+                    out[key] = {"documents": len(s), "all_acked": found, "ok": s.check().ok,
+                                "hits_acked": bool(hits) and all(h.doc_id in acked for h in hits)}
+                    if not ro:
+                        try:
+                            s.add("after", "a document added while the disk is full")
+                            out[key]["add"] = "ok"
+                        except RagstoreError as e:
+                            out[key]["add"] = type(e).__name__
+            except Exception as e:  # noqa: BLE001
+                out[key] = f"{type(e).__name__}: {e}"
+    out["reopen_warnings"] = [x.category.__name__ for x in w]
+    return out
+
+
+def run_child(*args: str, pre: list[str] | None = None, preexec=None) -> dict:
+    p = subprocess.run([*(pre or []), sys.executable, str(HERE), *args], capture_output=True, text=True,
+                       timeout=300, cwd=REPO, preexec_fn=preexec)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_disk_full_on_commit_is_disk_full_error_and_reopens(tmp_path):
+    r = run_child("fill", str(tmp_path / "s"), "commit")
+    assert r["write"].startswith("DiskFullError: disk full"), r
+    assert "free space and rerun" in r["write"] and "nothing acknowledged was lost" in r["write"]
+    assert r["close"] == "ok", r
+    for key in ("reopen_ro", "reopen_rw"):
+        got = r[key]
+        assert isinstance(got, dict), f"{key}: {got}"
+        assert got["documents"] == r["acked"] and got["all_acked"] and got["ok"] and got["hits_acked"], r
+    assert r["reopen_rw"]["add"] in ("ok", "DiskFullError"), r
+
+
+def test_failed_checkpoint_never_raises_from_close_and_reopens(tmp_path):
+    r = run_child("fill", str(tmp_path / "s"), "checkpoint")
+    # an explicit checkpoint() says what failed; close() only warns: the index is derived
+    assert r["write"].startswith("DiskFullError: disk full") and "checkpoint" in r["write"], r
+    assert r["close"] == "ok" and any(w.startswith("CheckpointWarning") for w in r["close_warnings"]), r
+    assert r["tmp_left"] == [], "a failed checkpoint must give its space back"
+    for key in ("reopen_ro", "reopen_rw"):
+        got = r[key]
+        assert isinstance(got, dict), f"{key}: {got}"
+        assert got["documents"] == r["acked"] and got["all_acked"] and got["ok"], r
+
+
+@pytest.fixture
+def wiki_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "wiki.jsonl", [{"id": f"w{i}", "text": d["text"][:3000]}
+                                                 for i, d in enumerate(wiki_docs(300))])
+
+
+def _cli_ok(p: subprocess.CompletedProcess, code: int) -> None:
+    assert p.returncode == code, (p.returncode, p.stderr[-2000:])
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def test_cli_disk_full_exits_1_and_store_reads(tmp_path, wiki_file):
+    store = tmp_path / "s"
+    head = write_jsonl(tmp_path / "head.jsonl", [{"id": "first", "text": "owls hunt small mammals at night"}])
+    _cli_ok(cli("ingest", store, head, "--embedder", "test-hash"), 0)
+    limit = os.path.getsize(store / "data.mdb") + 128 * 1024
+    p = cli("ingest", store, wiki_file, preexec_fn=lambda: _limit_fsize(limit))
+    _cli_ok(p, 1)
+    assert "disk full" in p.stderr and "free space and rerun" in p.stderr
+    _cli_ok(cli("check", store), 0)
+    p = cli("query", store, "owls hunt small mammals at night", "--json")
+    _cli_ok(p, 0)
+    assert json.loads(p.stdout)["hits"][0]["doc_id"] == "first"
+
+
+def test_store_path_under_a_file(tmp_path, wiki_file):
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(InvalidInputError, match="a part of that path is a file"):
+        ragstore.open(tmp_path / "f" / "s", embedder=HashEmbedder())
+    p = cli("ingest", tmp_path / "f" / "s", wiki_file, "--embedder", "test-hash")
+    _cli_ok(p, 1)
+    assert "a part of that path is a file" in p.stderr
+    p = cli("query", tmp_path / "f" / "s", "text")
+    _cli_ok(p, 1)
+
+
+def _drop_root_powers() -> list[str] | None:
+    """A command prefix under which chmod binds this process, or None if there is none."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def _readonly_child(path: str) -> dict:
+    out: dict = {}
+    for ro in (True, False):
+        key = "ro" if ro else "rw"
+        try:
+            with ragstore.open(path, embedder=HashEmbedder(), readonly=ro) as s:
+                out[key] = {"documents": len(s), "top": s.query("owls hunt", 1)[0].doc_id}
+                try:
+                    s.add("new", "a new document")
+                    out[key]["add"] = "ok"
+                except RagstoreError as e:
+                    out[key]["add"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001
+            out[key] = f"{type(e).__name__}: {e}"
+    try:
+        ragstore.open(os.path.join(path, "sub"), embedder=HashEmbedder())
+        out["create"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        out["create"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _small_store(path: Path) -> None:
+    with ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=16) as s:
+        s.add("owls", "owls hunt small mammals at night")
+        s.add("gulls", "gulls eat fish along the shore")
+
+
+def _check_readonly_outcome(r: dict) -> None:
+    assert r["ro"]["documents"] == 2 and r["ro"]["top"] == "owls", r
+    assert r["ro"]["add"].startswith("ReadOnlyError"), r
+    assert isinstance(r["rw"], dict) and r["rw"]["documents"] == 2, r  # reading needs no write access
+    assert r["rw"]["add"].startswith("StoreNotWritableError") and "--read-only" in r["rw"]["add"], r
+    assert r["create"].startswith("StoreNotWritableError"), r
+    assert "copied while a writer" not in json.dumps(r)
+
+
+@pytest.mark.parametrize("files_too", [False, True], ids=["folder", "folder-and-files"])
+def test_readonly_folder_reads_and_refuses_writes_clearly(tmp_path, files_too):
+    pre = _drop_root_powers()
+    if pre is None:
+        pytest.skip("running as root without setpriv: chmod cannot make a folder read-only for root")
+    store = tmp_path / "s"
+    _small_store(store)
+    modes = []
+    for p in [store, store / "index", *(store.iterdir() if files_too else [])]:
+        modes.append((p, p.stat().st_mode))
+    try:
+        for p, _ in modes:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        _check_readonly_outcome(run_child("readonly", str(store), pre=pre))
+        # the command line, as the user meets it
+        env_pre = pre or []
+        q = subprocess.run([*env_pre, sys.executable, "-c", _CLI, "query", str(store), "owls hunt", "--json"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        _cli_ok(q, 0)
+        assert json.loads(q.stdout)["hits"][0]["doc_id"] == "owls"
+        f = write_jsonl(tmp_path / "d.jsonl", [{"id": "x", "text": "some text"}])
+        p = subprocess.run([*env_pre, sys.executable, "-c", _CLI, "ingest", str(store), str(f)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        _cli_ok(p, 1)
+        assert "cannot be written" in p.stderr and "copied while a writer" not in p.stderr
+    finally:
+        for p, m in modes:
+            p.chmod(m)
+
+
+def _can_bind_readonly() -> bool:
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        return False
+    return subprocess.run([unshare, "-m", "--propagation", "private", "true"], capture_output=True).returncode == 0
+
+
+def test_readonly_file_system(tmp_path):
+    if not _can_bind_readonly():
+        pytest.skip("a read-only bind mount needs root and mount namespaces (unshare -m), not available here")
+    store = tmp_path / "s"
+    _small_store(store)
+    cmd = (f"mount --bind -o ro {store} {store} && {sys.executable} {HERE} readonly {store}")
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd], capture_output=True,
+                       text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["ro"]["documents"] == 2 and r["rw"]["add"].startswith("StoreNotWritableError"), r
+    assert "Read-only file system" in r["create"] or r["create"].startswith("StoreNotWritableError"), r
+
+
+def test_storage_errors_are_exported():
+    for name in ("StorageError", "DiskFullError", "StoreNotWritableError", "CheckpointWarning"):
+        assert name in ragstore.__all__ and hasattr(ragstore, name)
+    assert issubclass(ragstore.DiskFullError, ragstore.StorageError)
+    assert issubclass(ragstore.StorageError, RagstoreError)
+    assert errno.EFBIG  # treated as ENOSPC: see ragstore/engine/storage.py
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "fill":
+        print(json.dumps(_fill_child(sys.argv[2], sys.argv[3])))
+    elif role == "readonly":
+        print(json.dumps(_readonly_child(sys.argv[2])))
