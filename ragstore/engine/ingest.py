@@ -31,6 +31,7 @@ __all__ = ["IngestRun"]
 
 STAGE_DOCS = 64  # documents tokenized in one call
 STAGE_CHARS = 1 << 18
+EMBED_SLICE = 8192  # chunks embedded in one call
 QUIET_REPORT = 1000  # documents skipped (unchanged, invalid) between two progress reports
 
 
@@ -259,7 +260,12 @@ class IngestRun:
         batch = self._pending
         need = [p for p in batch if p.vectors is None]
         if need:
-            vecs = self.models.embed([c.text for p in need for c in p.chunked.chunks])
+            texts = [c.text for p in need for c in p.chunked.chunks]
+            # a slice at a time: one call for a huge document's chunks held the embedder's
+            # activations (and the float64 copy the checks make) for all of them at once
+            vecs = np.concatenate([self.models.embed(texts[i : i + EMBED_SLICE])
+                                   for i in range(0, len(texts), EMBED_SLICE)])
+            del texts
             offsets = np.cumsum([0] + [p.n_chunks for p in need])
             for p, a, b in zip(need, offsets[:-1], offsets[1:], strict=True):
                 p.vectors = vecs[a:b]
