@@ -285,6 +285,8 @@ class Store:
         :class:`NotFoundError` (and deletes nothing) unless ``missing_ok=True``.
         """
         self._check_writable()
+        if isinstance(doc_ids, str) or not isinstance(doc_ids, Iterable):
+            raise InvalidInputError(f"delete_many takes an iterable of document ids, got {type(doc_ids).__name__}")
         ids = [check_doc_id(d) for d in doc_ids]
         with self._mutex:
             deleted = delete_documents(self._records, ids, missing_ok=missing_ok, where=self.path)

@@ -246,10 +246,21 @@ class VectorIndex:
         A manifest written before checksums were recorded (ragstore 0.1) has no
         digests: its files are only checked to exist.
         """
-        raw = self._read_manifest_bytes()
-        if raw is None:
-            return []
-        manifest = _parse_manifest(raw) if manifest is None else manifest
+        if manifest is not None:
+            return self._verify(manifest)
+        out: list[str] = []
+        for _ in range(3):
+            raw = self._read_manifest_bytes()
+            if raw is None:
+                return []
+            out = self._verify(_parse_manifest(raw))
+            if not out or self._read_manifest_bytes() == raw:
+                return out
+            # another process saved a newer checkpoint meanwhile (and removed the files of
+            # this one): not damage, verify the new one
+        return out
+
+    def _verify(self, manifest: dict | None) -> list[str]:
         if manifest is None:
             return [f"index manifest {os.path.join(self.dir, MANIFEST)} is unreadable"]
         out = []

@@ -129,6 +129,10 @@ class IngestRun:
         # this call, so finding it again is a repeated id, not an existing document.
         with self.records.read() as txn:
             self._first_chunk_of_call = self.records.next_chunk_id(txn)
+        if not isinstance(docs, Iterable) or isinstance(docs, (str, bytes, Mapping)):
+            raise InvalidInputError(
+                f"add_many takes an iterable of documents (Doc, mappings, (id, text) pairs), got {type(docs).__name__}"
+            )
         try:
             for i, raw in enumerate(docs):
                 try:
