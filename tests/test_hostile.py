@@ -474,6 +474,19 @@ def test_readonly_file_system(tmp_path):
     assert "Read-only file system" in r["create"] or r["create"].startswith("StoreNotWritableError"), r
 
 
+def test_cli_prints_ragstore_warnings_as_messages(tmp_path):
+    """A warning (here: a damaged index checkpoint, rebuilt) reads like the CLI's errors, not like Python's
+    ``file:line: IndexDamageWarning: ...`` with a source line"""
+    store = tmp_path / "s"
+    _small_store(store)
+    shard = next((store / "index").glob("*.usearch"))
+    with open(shard, "r+b") as f:
+        f.write(b"garbage")
+    p = cli("query", store, "owls hunt")
+    _cli_ok(p, 0)
+    assert p.stderr.startswith("warning: the vector index checkpoint") and "IndexDamageWarning" not in p.stderr
+
+
 def test_storage_errors_are_exported():
     for name in ("StorageError", "DiskFullError", "StoreNotWritableError", "CheckpointWarning"):
         assert name in ragstore.__all__ and hasattr(ragstore, name)
