@@ -269,6 +269,22 @@ def _fill_child(path: str, what: str) -> dict:
                 for i, d in enumerate(docs[5:], 5):
                     s.add(f"d{i}", d["text"][:3000])
                     acked.append(f"d{i}")
+            elif what == "compact":  # the compacted copy of the LMDB file does not fit
+                for i, d in enumerate(docs[5:200], 5):
+                    s.add(f"d{i}", d["text"][:3000])
+                    acked.append(f"d{i}")
+                # a full disk shows at the copy's fsync (delayed allocation): injected there
+                from ragstore.engine import maintenance
+
+                real_fsync = maintenance.fsync_path
+
+                def fsync(p: str) -> None:
+                    if "compact.tmp" in p:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), p)
+                    real_fsync(p)
+
+                maintenance.fsync_path = fsync
+                s.compact()
             else:  # "checkpoint": LMDB has room, the index file does not
                 for i, d in enumerate(docs[5:200], 5):
                     s.add(f"d{i}", d["text"][:3000])
@@ -286,6 +302,8 @@ def _fill_child(path: str, what: str) -> dict:
     out["close_warnings"] = [f"{x.category.__name__}: {x.message}" for x in w]
     out["acked"] = len(acked)
     out["tmp_left"] = sorted(f for f in os.listdir(os.path.join(path, "index")) if f.endswith(".tmp"))
+    out["tmp_left"] += sorted(f for f in os.listdir(path) if f.endswith(".tmp"))
+    out["data_files"] = sorted(f for f in os.listdir(path) if f.endswith(".mdb"))
     # reopened at once, the disk still full: read-only, then read-write (whose open would checkpoint)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -334,6 +352,16 @@ def test_failed_checkpoint_never_raises_from_close_and_reopens(tmp_path):
     assert r["write"].startswith("DiskFullError: disk full") and "checkpoint" in r["write"], r
     assert r["close"] == "ok" and any(w.startswith("CheckpointWarning") for w in r["close_warnings"]), r
     assert r["tmp_left"] == [], "a failed checkpoint must give its space back"
+    for key in ("reopen_ro", "reopen_rw"):
+        got = r[key]
+        assert isinstance(got, dict), f"{key}: {got}"
+        assert got["documents"] == r["acked"] and got["all_acked"] and got["ok"], r
+
+
+def test_disk_full_during_compact_leaves_the_store_as_it_was(tmp_path):
+    r = run_child("fill", str(tmp_path / "s"), "compact")
+    assert r["write"].startswith("DiskFullError: disk full"), r
+    assert r["close"] == "ok" and r["tmp_left"] == [] and r["data_files"] == ["data.mdb", "lock.mdb"], r
     for key in ("reopen_ro", "reopen_rw"):
         got = r[key]
         assert isinstance(got, dict), f"{key}: {got}"
