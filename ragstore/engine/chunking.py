@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,8 +216,8 @@ class _NoWindows(Exception):
 
 def _cut_near(text: str, at: int) -> int:
     """A place to start a window at or after ``at``: a space between two words (where
-    tokenizers split), else any whitespace, else ``at`` (then the windows' overlap
-    tells whether the tokenizer agrees)."""
+    tokenizers split), else any whitespace, else after punctuation, else ``at`` (the
+    windows' overlap tells whether the tokenizer agrees in any case)."""
     limit = min(len(text) - 1, at + OVERLAP)
     i = at
     while True:
@@ -228,5 +229,10 @@ def _cut_near(text: str, at: int) -> int:
         i += 1
     for j in range(at, limit):
         if text[j].isspace():
+            return j
+    # no whitespace (CJK prose, say): after punctuation, before a letter or digit, where
+    # tokenizers that split on punctuation start a new word
+    for j in range(max(at, 1), limit):
+        if text[j].isalnum() and unicodedata.category(text[j - 1]).startswith("P"):
             return j
     return at
