@@ -515,6 +515,29 @@ def test_cli_prints_ragstore_warnings_as_messages(tmp_path):
     assert p.stderr.startswith("warning: the vector index checkpoint") and "IndexDamageWarning" not in p.stderr
 
 
+def test_storage_error_classification(tmp_path):
+    import lmdb
+
+    from ragstore.engine.storage import storage_error
+
+    def kind(e: BaseException) -> str | None:
+        err = storage_error(e, str(tmp_path), "testing", lost="nothing lost")
+        return None if err is None else type(err).__name__
+
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        assert kind(OSError(code, os.strerror(code))) == "DiskFullError"
+        assert kind(lmdb.Error(f"mdb_txn_commit: {os.strerror(code)}")) == "DiskFullError"
+    for code in (errno.EROFS, errno.EACCES):
+        assert kind(OSError(code, os.strerror(code))) == "StoreNotWritableError"
+    # LMDB says "Input/output error" for a full disk too: a full disk only where space is short
+    assert kind(lmdb.Error("mdb_txn_commit: Input/output error")) == "StorageError"
+    assert kind(RuntimeError("Failed to serialize into stream")) == "StorageError"
+    assert kind(lmdb.PanicError("mdb_txn_begin: MDB_PANIC: Update of meta page failed")) == "StorageError"
+    for other in (lmdb.CorruptedError("mdb_get: MDB_CORRUPTED"), RuntimeError("something else"),
+                  OSError(errno.ENOENT, "No such file or directory"), ValueError("x")):
+        assert kind(other) is None, other  # damage and bugs stay what they are
+
+
 def test_storage_errors_are_exported():
     for name in ("StorageError", "DiskFullError", "StoreNotWritableError", "CheckpointWarning"):
         assert name in ragstore.__all__ and hasattr(ragstore, name)

@@ -58,7 +58,8 @@ def _looks_full(path: str) -> bool:
 
 def is_storage_failure(e: BaseException) -> bool:
     """Whether ``e`` is the environment failing (not damage, not a bug)."""
-    return _errno_of(e) in _KNOWN or (isinstance(e, RuntimeError) and "serialize" in str(e))
+    return (_errno_of(e) in _KNOWN or isinstance(e, lmdb.PanicError)
+            or (isinstance(e, RuntimeError) and "serialize" in str(e)))
 
 
 def storage_error(e: BaseException, path: str, doing: str, *, lost: str) -> StorageError | None:
@@ -67,6 +68,13 @@ def storage_error(e: BaseException, path: str, doing: str, *, lost: str) -> Stor
     ``lost`` says what the failure costs, e.g. "this write was not committed;
     nothing acknowledged was lost".
     """
+    if isinstance(e, lmdb.PanicError):
+        # LMDB stops an environment whose meta page could not be written (a full disk)
+        return StorageError(
+            f"the store's LMDB environment at {path} stopped after a failed write ({e}), as LMDB does when "
+            f"the disk fails under it: close the store and open it again (free space first if the disk "
+            f"is full); {lost}"
+        )
     code = _errno_of(e)
     if code is None and isinstance(e, RuntimeError) and "serialize" in str(e):
         code = errno.EIO  # usearch's save: it does not say why a write failed
