@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import traceback
+import warnings
 
 import typer
 
@@ -20,7 +21,7 @@ import ragstore
 from ragstore.errors import RagstoreError
 
 from .ingest_cmd import ingest
-from .options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, error, guarded, stderr
+from .options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, error, guarded, stderr, warn
 from .readers import InputError
 from .serve_cmds import register as _register_server_commands
 from .store_cmds import check, compact, delete, info, query, stats
@@ -74,8 +75,22 @@ def _crash_log(exc: BaseException) -> str:
         return f.name
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    # ragstore's warnings (a checkpoint that could not be saved, a damaged index rebuilt)
+    # are messages for the user, said like the errors, without a source line
+    if issubclass(category, UserWarning) and getattr(category, "__module__", "").startswith("ragstore"):
+        warn(str(message))
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; exits with the codes listed in the module docstring."""
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, prog_name="ragstore")
     except SystemExit:

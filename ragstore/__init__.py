@@ -5,15 +5,19 @@ from .config import QueryOptions
 from .embedders import base as embed  # noqa: F401 - the 0.1 name of the embedder registry
 from .errors import (
     AlreadyExistsError,
+    CheckpointWarning,
     ConfigMismatchError,
     CorruptStoreError,
+    DiskFullError,
     EmbedderNotAvailableError,
     InvalidInputError,
     NotFoundError,
     RagstoreError,
     ReadOnlyError,
+    StorageError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotWritableError,
 )
 from .retrieval import pipeline, prompting, retro
 from .store import Store, open
@@ -63,5 +67,9 @@ __all__ = [
     "StoreLockedError",
     "ReadOnlyError",
     "CorruptStoreError",
+    "StorageError",
+    "DiskFullError",
+    "StoreNotWritableError",
+    "CheckpointWarning",
     "__version__",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "STORE_DEFAULTS",
     "MAX_DOC_ID_BYTES",
     "MAX_SOURCE_CHARS",
+    "MAX_SOURCE_BYTES",
     "new_store_options",
     "check_reopen",
 ]
@@ -49,6 +50,9 @@ STORE_DEFAULTS: dict[str, Any] = dict(
 )
 MAX_DOC_ID_BYTES = 480  # LMDB keys are limited to 511 bytes
 MAX_SOURCE_CHARS = 200
+# A source is also an LMDB key (b"s" + its UTF-8 bytes, at most 511): 200 characters
+# of CJK or emoji are 600-800 bytes, so the bytes are bounded too.
+MAX_SOURCE_BYTES = 480
 
 
 @dataclass(frozen=True)

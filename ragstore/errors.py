@@ -18,6 +18,10 @@ __all__ = [
     "ReadOnlyError",
     "CorruptStoreError",
     "DamagedRecordError",
+    "StorageError",
+    "DiskFullError",
+    "StoreNotWritableError",
+    "CheckpointWarning",
 ]
 
 
@@ -73,3 +77,34 @@ class CorruptStoreError(RagstoreError):
 
 class DamagedRecordError(CorruptStoreError):
     """One LMDB record (or page) cannot be read or decoded: ``check()`` lists each one."""
+
+
+class StorageError(RagstoreError):
+    """The environment failed the store's files: an I/O error, a full disk, a folder that cannot be written.
+
+    Not damage and not a bug: the message says what failed and what to do.
+    Nothing acknowledged is lost: a write that fails this way was not committed.
+    """
+
+
+class DiskFullError(StorageError):
+    """The disk (or a file size limit, ``ulimit -f``, or a quota) left no room to write.
+
+    Free space and rerun: the write that failed was not committed, every
+    acknowledged one is kept, and the store opens as before.
+    """
+
+
+class StoreNotWritableError(StorageError):
+    """The store's folder cannot be written (a read-only file system, no permission).
+
+    Open it with ``readonly=True`` (``--read-only``) to read it, or make it writable.
+    """
+
+
+class CheckpointWarning(UserWarning):
+    """An index checkpoint could not be saved (a full disk ...): nothing is lost.
+
+    The index is derived: the next open replays LMDB's change log (or rebuilds
+    the index from the records), only more slowly.
+    """

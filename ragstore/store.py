@@ -34,7 +34,15 @@ from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
 from .engine.writes import delete_documents
-from .errors import InvalidInputError, NotFoundError, ReadOnlyError, StoreClosedError, StoreLockedError
+from .errors import (
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    StoreClosedError,
+    StoreLockedError,
+    StoreNotWritableError,
+)
 from .types import AddResult, CheckReport, Chunk, CompactResult, Deleted, Doc, Document, Hit, IngestSummary, Stats
 
 __all__ = ["Store", "open"]
@@ -162,6 +170,12 @@ class Store:
         with self._mutex:  # two threads' first writes must not race for the same lock
             if self.readonly:
                 raise ReadOnlyError(f"store {self.path} was opened with readonly=True; reopen it without to write")
+            if self._records.readonly:  # LMDB was opened read-only: the folder is not writable
+                raise StoreNotWritableError(
+                    f"the store at {self.path} cannot be written: its folder is not writable by this user or is "
+                    "on a read-only file system. Open it read-only (readonly=True, --read-only) to read it, or "
+                    "make the folder writable; nothing was written"
+                )
             if not self._locks.take_writer():
                 return
             remove_compaction_leftovers(self.path)
@@ -173,11 +187,13 @@ class Store:
         had = self._locks.writing
         try:
             self._take_writer()
-        except StoreLockedError:
-            return
-        self._sync.checkpoint()
-        if not had:
-            self._locks.release_writer()
+        except (StoreLockedError, StorageError):
+            return  # someone else writes, or no one can: the next open replays again
+        try:
+            self._sync.checkpoint_or_warn()  # opening must not depend on the disk having room
+        finally:
+            if not had:
+                self._locks.release_writer()
 
     def _release(self) -> None:
         self._locks.release()
@@ -240,6 +256,14 @@ class Store:
         given: then it is reported there and skipped (``doc_id`` is None when
         the id itself is bad). ``on_progress(IngestProgress)`` is called after
         each commit and every 1,000 documents skipped as unchanged or invalid.
+
+        An id given twice in one call: with ``replace=False`` the later copy is
+        bad input (:class:`InvalidInputError`, not :class:`AlreadyExistsError`,
+        which means the id was stored before the call): raised, after the
+        documents before it are committed (the message names the id and counts
+        them), or reported to ``on_invalid`` while the rest goes in. With
+        ``replace=True`` the last copy wins (the summary counts the first as
+        added and the later as replaced).
         """
         run = self._ingest_run(replace=replace, batch_size=batch_size, on_progress=on_progress, on_invalid=on_invalid)
         with self._mutex:
@@ -261,6 +285,8 @@ class Store:
         :class:`NotFoundError` (and deletes nothing) unless ``missing_ok=True``.
         """
         self._check_writable()
+        if isinstance(doc_ids, str) or not isinstance(doc_ids, Iterable):
+            raise InvalidInputError(f"delete_many takes an iterable of document ids, got {type(doc_ids).__name__}")
         ids = [check_doc_id(d) for d in doc_ids]
         with self._mutex:
             deleted = delete_documents(self._records, ids, missing_ok=missing_ok, where=self.path)
@@ -450,13 +476,18 @@ class Store:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Save the index if this process wrote, release locks. Safe to call twice."""
+        """Save the index if this process wrote, release locks. Safe to call twice.
+
+        Never raises for a checkpoint that cannot be saved (a full disk): every
+        write is in LMDB already and the index is derived, so that warns
+        (:class:`ragstore.CheckpointWarning`) and the next open replays the log.
+        """
         if self._closed:
             return
         try:
             if self._locks.writing and self._index.needs_checkpoint:
                 with self._mutex:
-                    self._sync.checkpoint()
+                    self._sync.checkpoint_or_warn()
         finally:
             self._release()
 

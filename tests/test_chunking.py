@@ -250,3 +250,53 @@ def test_store_chunk_uses_store_settings(tmp_path, emb):
             s.chunk("  \n")
         with pytest.raises(InvalidInputError):
             s.chunk(b"\xc3\x28")
+
+
+# ---------------------------------------------------------------- long texts: tokenized in windows
+def _whole(ch: Chunker, text: str):
+    """The chunks of one tokenizer call on the whole text (what windows must reproduce)."""
+    return ch._split(text, [ch.tokenizer.encode(text, add_special_tokens=False).offsets])
+
+
+def _texts_for_windows() -> dict[str, str]:
+    from helpers import wikitext
+
+    prose = wikitext("test", 60_000)
+    return {
+        "prose": prose,
+        "double spaces and newlines": prose.replace(". ", ".  \n\n "),
+        "no spaces": "".join(prose.split())[:40_000],
+        "cjk": "東京は日本の首都であり、世界最大の都市圏の一つです。" * 1500,
+        "accents and marks": ("Ünïcode ñ e\u0301 cafe\u0301 " * 3000),
+        "one long word": "x" * 30_000 + " end",
+    }
+
+
+@pytest.mark.parametrize("tok", ["minilm", "gpt2-style"])
+def test_windowed_tokenization_chunks_exactly_as_whole(tok, monkeypatch):
+    """regression: a 50 MB document was tokenized in one call (6.7 GB, ~570 s); long texts now go in
+    windows, which must cut exactly the same chunks as one call on the whole text (small windows here)"""
+    from helpers import gpt2_style_tokenizer
+    from ragstore.engine import chunking
+
+    for name, value in (("BIG_TEXT", 5000), ("WINDOW", 3000), ("OVERLAP", 600), ("SETTLED", 300),
+                        ("WINDOWS_PER_CALL", 3)):
+        monkeypatch.setattr(chunking, name, value)
+    windows = []
+    real = Chunker._window_offsets
+
+    def spy(self, text):
+        windows.append(len(text))
+        return real(self, text)
+
+    monkeypatch.setattr(Chunker, "_window_offsets", spy)
+    for ct in (7, 64):
+        ch = Chunker(TOK_PATH if tok == "minilm" else gpt2_style_tokenizer(), ct)
+        for name, text in _texts_for_windows().items():
+            got = ch.chunk(text)
+            want = _whole(ch, text)
+            assert got == want, f"{tok} ct={ct} {name}: windowed chunks differ from whole-text chunks"
+            assert "".join(p + c.text for p, c in zip(got.pres, got.chunks, strict=True)) + got.tail == text
+            if name != "one long word":  # (MiniLM's [UNK] for a 30,000-letter word spans any cut: whole)
+                list(real(ch, text))  # windowed without falling back to one call (which would raise _NoWindows)
+    assert windows, "long texts must take the windowed path"

@@ -702,8 +702,6 @@ def test_reader_refused_document_is_not_a_first_occurrence(tmp_path, checked):
     assert len(bad) == 1 and bad[0].startswith(f"{f}:1: text of document 'z' is empty")
 
 
-@pytest.mark.xfail(reason="engine gap: Store._check_source lets a lone surrogate through "
-                          "(UnicodeEncodeError in _content_hash); the CLI no longer checks values itself")
 def test_ingest_source_with_lone_surrogate_is_refused(runner, hash_embedder, tmp_path):
     f = tmp_path / "sur.jsonl"
     f.write_text('{"id": "s", "text": "some text", "source": "bad \\ud800 source"}\n')

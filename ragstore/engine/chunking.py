@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import Tokenizer
 
 from ..errors import InvalidInputError
 from ..types import Chunk
 
-__all__ = ["Chunker", "ChunkedDoc", "load_tokenizer", "check_text"]
+__all__ = ["Chunker", "ChunkedDoc", "load_tokenizer", "check_text", "BIG_TEXT"]
+
+# Texts longer than this are tokenized a window at a time: one tokenizer call on
+# a whole 50 MB document held every token's offsets at once (6.7 GB) and took
+# minutes. Windows are cut at a space between two words, tokenized a few at a
+# time in parallel, and neighbours overlap; where they overlap, both must give
+# the same tokens (ids and offsets) or the text is tokenized whole as before, so
+# a windowed text is chunked exactly as a whole one (tests/test_chunking.py).
+BIG_TEXT = 1 << 20  # characters
+WINDOW = 1 << 18  # characters per window
+OVERLAP = 8192  # characters two neighbouring windows share
+SETTLED = OVERLAP // 2  # the end of a window's overlap, where its cut may still change tokens, is not compared
+WINDOWS_PER_CALL = 8  # windows tokenized in one parallel call: bounded memory, all cores busy
 
 
 def load_tokenizer(spec: str | Tokenizer) -> tuple[Tokenizer, str]:
@@ -98,40 +112,127 @@ class Chunker:
 
     def chunk_many(self, texts: Sequence[str]) -> list[ChunkedDoc]:
         """Chunk several documents; the tokenizer runs them in parallel."""
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [self._split(t, e.offsets) for t, e in zip(texts, encs, strict=True)]
+        out = []
+        for c in self.chunk_each(texts):
+            if isinstance(c, InvalidInputError):
+                raise c
+            out.append(c)
+        return out
 
     def chunk_each(self, texts: Sequence[str]) -> list[ChunkedDoc | InvalidInputError]:
         """:meth:`chunk_many`, with a document's error in its place instead of raised."""
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        small = [i for i, t in enumerate(texts) if len(t) <= BIG_TEXT]
+        encs = self.tokenizer.encode_batch([texts[i] for i in small], add_special_tokens=False)
+        offsets: dict[int, Any] = {i: [e.offsets] for i, e in zip(small, encs, strict=True)}
         out: list[ChunkedDoc | InvalidInputError] = []
-        for t, e in zip(texts, encs, strict=True):
+        for i, t in enumerate(texts):
             try:
-                out.append(self._split(t, e.offsets))
+                if i in offsets:
+                    out.append(self._split(t, offsets.pop(i)))
+                else:
+                    out.append(self._chunk_big(t))
             except InvalidInputError as err:
                 out.append(err)
         return out
 
+    def _chunk_big(self, text: str) -> ChunkedDoc:
+        try:
+            return self._split(text, self._window_offsets(text))
+        except _NoWindows:
+            # the tokenizer does not cut the same in windows: whole, as before (slow, exact)
+            return self._split(text, [self.tokenizer.encode(text, add_special_tokens=False).offsets])
+
+    def _window_offsets(self, text: str) -> Iterator[list[tuple[int, int]]]:
+        """The whole text's token offsets, a window at a time (see BIG_TEXT); _NoWindows if they disagree."""
+        n = len(text)
+        cuts = [0]
+        while cuts[-1] + WINDOW + OVERLAP < n:
+            cuts.append(_cut_near(text, cuts[-1] + WINDOW))
+        spans = [(a, min(n, b + OVERLAP)) for a, b in zip(cuts, cuts[1:] + [n], strict=True)]
+        expect: list[tuple[int, tuple[int, int]]] | None = None  # the previous window's tokens past its cut
+        for g in range(0, len(spans), WINDOWS_PER_CALL):
+            group = spans[g : g + WINDOWS_PER_CALL]
+            encs = self.tokenizer.encode_batch([text[a:b] for a, b in group], add_special_tokens=False)
+            for (a, b), e in zip(group, encs, strict=True):
+                offs = [(x + a, y + a) for x, y in e.offsets]
+                ids = e.ids
+                if expect is not None:
+                    # the tokens both windows hold must be the same: then this one starts in step
+                    if not expect or [(i, o) for i, o in zip(ids[: len(expect)], offs, strict=False)] != expect:
+                        raise _NoWindows
+                if b == n:
+                    yield offs
+                    return
+                cut = b - OVERLAP
+                k = next((j for j, (x, _) in enumerate(offs) if x >= cut), len(offs))
+                if k and offs[k - 1][1] > cut:
+                    raise _NoWindows  # a token spans the cut
+                settled = b - SETTLED
+                expect = [(ids[j], offs[j]) for j in range(k, len(offs)) if offs[j][1] <= settled]
+                yield offs[:k]
+
     def token_count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def _split(self, text: str, offsets: list[tuple[int, int]]) -> ChunkedDoc:
-        if not offsets:
-            raise InvalidInputError(
-                "text produced no tokens with this tokenizer (only control or unknown characters?)"
-            )
+    def _split(self, text: str, parts: Iterable[list[tuple[int, int]]]) -> ChunkedDoc:
+        """Chunks of ``chunk_tokens`` tokens from the text's token offsets, given in consecutive parts."""
         ct = self.chunk_tokens
         chunks: list[Chunk] = []
         pres: list[str] = []
         prev_end = 0
-        for pos, i in enumerate(range(0, len(offsets), ct)):
-            window = offsets[i : i + ct]
+
+        def emit(window: list[tuple[int, int]]) -> None:
+            nonlocal prev_end
             start = window[0][0]
             # offsets are monotone for real tokenizers, but max() guards odd pre-tokenizers
             end = max(e for _, e in window)
             start = max(start, prev_end)
             end = max(end, start)
-            chunks.append(Chunk(position=pos, text=text[start:end], start=start, end=end, n_tokens=len(window)))
+            chunks.append(Chunk(position=len(chunks), text=text[start:end], start=start, end=end,
+                                n_tokens=len(window)))
             pres.append(text[prev_end:start])
             prev_end = end
+
+        carry: list[tuple[int, int]] = []  # tokens of the part before, short of a whole chunk
+        for part in parts:
+            if carry:
+                part = carry + part
+            full = len(part) - len(part) % ct
+            for i in range(0, full, ct):
+                emit(part[i : i + ct])
+            carry = part[full:]
+        if carry:
+            emit(carry)
+        if not chunks:
+            raise InvalidInputError(
+                "text produced no tokens with this tokenizer (only control or unknown characters?)"
+            )
         return ChunkedDoc(chunks=chunks, pres=pres, tail=text[prev_end:])
+
+
+class _NoWindows(Exception):
+    """The tokenizer gives other tokens for a window than for the whole text: tokenize it whole."""
+
+
+def _cut_near(text: str, at: int) -> int:
+    """A place to start a window at or after ``at``: a space between two words (where
+    tokenizers split), else any whitespace, else after punctuation, else ``at`` (the
+    windows' overlap tells whether the tokenizer agrees in any case)."""
+    limit = min(len(text) - 1, at + OVERLAP)
+    i = at
+    while True:
+        i = text.find(" ", i, limit)
+        if i < 0:
+            break
+        if i > 0 and not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i
+        i += 1
+    for j in range(at, limit):
+        if text[j].isspace():
+            return j
+    # no whitespace (CJK prose, say): after punctuation, before a letter or digit, where
+    # tokenizers that split on punctuation start a new word
+    for j in range(max(at, 1), limit):
+        if text[j].isalnum() and unicodedata.category(text[j - 1]).startswith("P"):
+            return j
+    return at

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import lmdb
 
 from ..errors import CorruptStoreError, DamagedRecordError
+from .storage import is_storage_failure, storage_error
 
 __all__ = ["DAMAGE_ERRORS", "DocDamage", "check_file_length", "damage_guard", "is_damage", "key_str", "shape_error"]
 
@@ -48,7 +49,8 @@ DAMAGE_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error, DamagedRecordError
 
 
 def is_damage(e: BaseException) -> bool:
-    return isinstance(e, DAMAGE_ERRORS) and not isinstance(e, _TRANSIENT_LMDB)
+    # an I/O error of the disk is the environment failing, not bytes that are wrong
+    return isinstance(e, DAMAGE_ERRORS) and not isinstance(e, _TRANSIENT_LMDB) and not is_storage_failure(e)
 
 
 @contextmanager
@@ -61,6 +63,9 @@ def damage_guard(path: str) -> Iterator[None]:
             raise
         raise _advised(DamagedRecordError(_advice(path, str(e)))) from e
     except DAMAGE_ERRORS as e:
+        err = storage_error(e, path, "reading the store", lost="nothing was changed")
+        if err is not None:
+            raise err from e
         if not is_damage(e):
             raise
         raise _advised(DamagedRecordError(_advice(path, f"{type(e).__name__}: {e}"))) from e

@@ -20,6 +20,8 @@ import msgpack
 import numpy as np
 from usearch.index import Index
 
+from .storage import storage_error
+
 __all__ = ["VectorIndex", "MANIFEST", "fsync_path", "file_sum", "IndexDamageWarning"]
 
 MANIFEST = "manifest.msgpack"
@@ -244,10 +246,21 @@ class VectorIndex:
         A manifest written before checksums were recorded (ragstore 0.1) has no
         digests: its files are only checked to exist.
         """
-        raw = self._read_manifest_bytes()
-        if raw is None:
-            return []
-        manifest = _parse_manifest(raw) if manifest is None else manifest
+        if manifest is not None:
+            return self._verify(manifest)
+        out: list[str] = []
+        for _ in range(3):
+            raw = self._read_manifest_bytes()
+            if raw is None:
+                return []
+            out = self._verify(_parse_manifest(raw))
+            if not out or self._read_manifest_bytes() == raw:
+                return out
+            # another process saved a newer checkpoint meanwhile (and removed the files of
+            # this one): not damage, verify the new one
+        return out
+
+    def _verify(self, manifest: dict | None) -> list[str]:
         if manifest is None:
             return [f"index manifest {os.path.join(self.dir, MANIFEST)} is unreadable"]
         out = []
@@ -312,7 +325,29 @@ class VectorIndex:
         return False
 
     def save_checkpoint(self) -> int:
-        """Write changed shards and a new manifest atomically; returns the sequence it includes."""
+        """Write changed shards and a new manifest atomically; returns the sequence it includes.
+
+        A failure to write (a full disk, usearch's "Failed to serialize into
+        stream") leaves the previous checkpoint as it was, removes what this
+        attempt wrote (giving the space back) and raises a StorageError.
+        """
+        created: list[str] = []
+        try:
+            return self._save_checkpoint(created)
+        except (OSError, RuntimeError) as e:
+            for f in created:  # not named by any manifest: the previous checkpoint stands
+                try:
+                    os.unlink(f)
+                except OSError:
+                    pass
+            err = storage_error(e, self.dir, "saving the index checkpoint",
+                                lost="the checkpoint was not saved; nothing is lost (the index is rebuilt or "
+                                "replayed from the records at the next open)")
+            if err is None:
+                raise
+            raise err from None
+
+    def _save_checkpoint(self, created: list[str]) -> int:
         os.makedirs(self.dir, exist_ok=True)
         seq = self._applied_seq
         gen = time.time_ns()  # unique file names: a reader may still be loading the previous ones
@@ -324,6 +359,7 @@ class VectorIndex:
             fname = _shard_file(source, seq, gen)
             final = os.path.join(self.dir, fname)
             tmp = final + ".tmp"
+            created += [tmp, final]
             self.shards[source].save(tmp)
             fsync_path(tmp)
             # read back from the file: the digest is of the bytes a later load will read
@@ -333,11 +369,13 @@ class VectorIndex:
         manifest = {"seq": seq, "dim": self.dim, "dtype": self.dtype, "metric": self.metric, "shards": files,
                     "sums": sums, "sum": SUM_ALGO}
         tmp = os.path.join(self.dir, MANIFEST + ".tmp")
+        created.append(tmp)
         with open(tmp, "wb") as f:
             f.write(msgpack.packb(manifest, use_bin_type=True))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.dir, MANIFEST))
+        created.clear()  # the new manifest names them now: never removed as leftovers
         fsync_path(self.dir)
         self._files = files
         self._sums = sums

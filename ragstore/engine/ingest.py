@@ -31,7 +31,12 @@ __all__ = ["IngestRun"]
 
 STAGE_DOCS = 64  # documents tokenized in one call
 STAGE_CHARS = 1 << 18
+EMBED_SLICE = 8192  # chunks embedded in one call
 QUIET_REPORT = 1000  # documents skipped (unchanged, invalid) between two progress reports
+
+
+class _RepeatedId(InvalidInputError):
+    """An id given twice in one call without ``replace=True``: the later copy is bad input."""
 
 
 @dataclass
@@ -107,23 +112,40 @@ class IngestRun:
         self._counts = _Counts()
         self._t0 = time.perf_counter()
         self._pending: list[Prepared] = []  # chunked, waiting to be embedded and committed
-        self._pending_ids: set[str] = set()
+        self._pending_ids: dict[str, int] = {}  # id -> its index in the input
         self._pending_chunks = 0
         self._staged: list[_Checked | _Unchanged] = []  # checked, waiting to be chunked
-        self._staged_ids: set[str] = set()
+        self._staged_ids: dict[str, int] = {}
         self._staged_chars = 0
         self._staged_most = 0  # most chunks the staged documents can make
         self._quiet = 0  # documents since the last progress report
         self._chunk_tokens = models.config.chunk_tokens
+        self._first_chunk_of_call = 0  # set when the run starts
 
     # ------------------------------------------------------------------ driving
     def run(self, docs: Iterable[Any]) -> IngestSummary:
+        # Chunk ids only grow and the caller holds the writer lock and the store's
+        # mutex: a document whose first chunk is at or past this id was written by
+        # this call, so finding it again is a repeated id, not an existing document.
+        with self.records.read() as txn:
+            self._first_chunk_of_call = self.records.next_chunk_id(txn)
+        if not isinstance(docs, Iterable) or isinstance(docs, (str, bytes, Mapping)):
+            raise InvalidInputError(
+                f"add_many takes an iterable of documents (Doc, mappings, (id, text) pairs), got {type(docs).__name__}"
+            )
         try:
             for i, raw in enumerate(docs):
                 try:
                     item = self._check(i, raw)
                 except InvalidInputError as e:
                     self._run_stage()  # the documents before it come first
+                    if isinstance(e, _RepeatedId) and self.on_invalid is None:
+                        self._flush()  # as for any bad document: those before it are committed
+                        c = self._counts
+                        raise InvalidInputError(
+                            f"{e}; {c.added + c.replaced} documents of this call (the first copy among them) "
+                            "were committed before it and stay, nothing after it was written"
+                        ) from None
                     self._invalid(i, raw, e)
                     continue
                 except Exception:
@@ -159,13 +181,18 @@ class IngestRun:
         source = check_source(d.source)
         meta = check_meta(d.meta)
         h = content_hash(text, source, meta)
-        if doc_id in self._pending_ids or doc_id in self._staged_ids:
+        first = self._pending_ids.get(doc_id, self._staged_ids.get(doc_id))
+        if first is not None:
+            if not self.replace:
+                raise self._repeated(doc_id, i, f"as document #{first}")
             self._run_stage()
-            self._flush()  # the same id twice in one call: the later one wins
+            self._flush()  # the same id twice in one call with replace=True: the later one wins
         with self.records.read() as txn:
             old = self.records.get_doc(txn, doc_id)
         if old is not None:
             if not self.replace:
+                if old.first_chunk >= self._first_chunk_of_call:
+                    raise self._repeated(doc_id, i, "in a batch already committed")
                 raise AlreadyExistsError(
                     f"document {doc_id!r} already exists in {self.where}; pass replace=True to "
                     "overwrite it (or `ragstore ingest`, which replaces changed documents)"
@@ -179,10 +206,16 @@ class IngestRun:
             )
         return _Checked(i, raw, doc_id, text, source, meta, h, d.vectors, "added" if old is None else "replaced")
 
+    def _repeated(self, doc_id: str, i: int, first: str) -> _RepeatedId:
+        return _RepeatedId(
+            f"document id {doc_id!r} is given twice in this call (first {first}, again as document #{i}): "
+            "the later copy is refused; give each document once, or pass replace=True to let the last copy win"
+        )
+
     def _stage(self, item: _Checked | _Unchanged) -> None:
         self._staged.append(item)
         if isinstance(item, _Checked):
-            self._staged_ids.add(item.doc_id)
+            self._staged_ids[item.doc_id] = item.index
             self._staged_chars += len(item.text)
             self._staged_most += -(-len(item.text.encode("utf-8", "surrogatepass")) // self._chunk_tokens)
         if (
@@ -197,7 +230,7 @@ class IngestRun:
             return
         items = self._staged
         self._staged = []
-        self._staged_ids = set()
+        self._staged_ids = {}
         self._staged_chars = self._staged_most = 0
         todo = [it for it in items if isinstance(it, _Checked)]
         cut = dict(zip((id(it) for it in todo), self.models.chunker.chunk_each([it.text for it in todo]), strict=True))
@@ -218,7 +251,7 @@ class IngestRun:
                 continue
             p = Prepared(it.doc_id, it.source, it.meta, it.content_hash, chunked, vecs, it.status)
             self._pending.append(p)
-            self._pending_ids.add(p.doc_id)
+            self._pending_ids[p.doc_id] = it.index
             self._pending_chunks += p.n_chunks
             if self.collect:
                 self.results.append(AddResult(p.doc_id, p.status, p.n_chunks))
@@ -231,7 +264,12 @@ class IngestRun:
         batch = self._pending
         need = [p for p in batch if p.vectors is None]
         if need:
-            vecs = self.models.embed([c.text for p in need for c in p.chunked.chunks])
+            texts = [c.text for p in need for c in p.chunked.chunks]
+            # a slice at a time: one call for a huge document's chunks held the embedder's
+            # activations (and the float64 copy the checks make) for all of them at once
+            vecs = np.concatenate([self.models.embed(texts[i : i + EMBED_SLICE])
+                                   for i in range(0, len(texts), EMBED_SLICE)])
+            del texts
             offsets = np.cumsum([0] + [p.n_chunks for p in need])
             for p, a, b in zip(need, offsets[:-1], offsets[1:], strict=True):
                 p.vectors = vecs[a:b]
@@ -241,7 +279,7 @@ class IngestRun:
             self._counts.chunks += p.n_chunks
             self._counts.tokens += p.chunked.n_tokens
         self._pending = []
-        self._pending_ids = set()
+        self._pending_ids = {}
         self._pending_chunks = 0
         self.after_commit()
         self._report()
@@ -258,6 +296,8 @@ class IngestRun:
             self._report()
 
     def _invalid(self, i: int, raw: Any, e: InvalidInputError) -> None:
+        if isinstance(e, _RepeatedId):
+            e = InvalidInputError(str(e))  # the public class, for the caller's report
         if self.on_invalid is None:
             raise e
         self._counts.skipped += 1

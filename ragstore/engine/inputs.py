@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..config import MAX_DOC_ID_BYTES, MAX_SOURCE_CHARS, StoreConfig
+from ..config import MAX_DOC_ID_BYTES, MAX_SOURCE_BYTES, MAX_SOURCE_CHARS, StoreConfig
 from ..errors import InvalidInputError
 from ..types import Doc
 from .records import pack
@@ -22,6 +22,7 @@ __all__ = [
     "check_doc_id",
     "check_source",
     "check_meta",
+    "MAX_META_DEPTH",
     "check_positive_int",
     "coerce_doc",
     "content_hash",
@@ -29,16 +30,25 @@ __all__ = [
 ]
 
 
+def _utf8(value: str, what: str) -> bytes:
+    """``value``'s UTF-8 bytes; a lone surrogate (which UTF-8 cannot hold) is refused."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{what} {value[:80]!r} holds an unpaired surrogate at character {e.start}: it is not valid "
+            "Unicode text (decode your input with errors='replace', or fix its encoding)"
+        ) from None
+
+
 def check_doc_id(doc_id: object) -> str:
     if not isinstance(doc_id, str) or not doc_id:
         raise InvalidInputError(f"document id must be a non-empty str, got {doc_id!r}")
-    try:
-        b = doc_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"document id {doc_id!r} is not valid Unicode") from None
+    # bytes, not characters: the id is an LMDB key, limited to 511 bytes
+    b = _utf8(doc_id, "document id")
     if len(b) > MAX_DOC_ID_BYTES:
         raise InvalidInputError(
-            f"document id is {len(b)} bytes long; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
+            f"document id is {len(b)} bytes long in UTF-8; at most {MAX_DOC_ID_BYTES} are allowed (hash longer ids)"
         )
     return doc_id
 
@@ -49,24 +59,70 @@ def check_source(source: object) -> str:
         return ""
     if not isinstance(source, str) or not source or len(source) > MAX_SOURCE_CHARS or "\x00" in source:
         raise InvalidInputError(
-            f"source must be None or a non-empty str of at most {MAX_SOURCE_CHARS} characters, got {source!r}"
+            f"source must be None or a non-empty str of at most {MAX_SOURCE_CHARS} characters without NUL, "
+            f"got {source if not isinstance(source, str) else source[:80]!r}"
+        )
+    # bytes, not characters: the source is part of an LMDB key (b"s" + source, at most 511 bytes)
+    b = _utf8(source, "source")
+    if len(b) > MAX_SOURCE_BYTES:
+        raise InvalidInputError(
+            f"source {source[:40]!r}... is {len(b)} bytes long in UTF-8; at most {MAX_SOURCE_BYTES} are allowed "
+            "(use a shorter name)"
         )
     return source
 
 
 def check_meta(meta: object) -> dict:
+    """Metadata as JSON can carry it (and bytes, kept as they are), refused otherwise.
+
+    Every door prints metadata as strict JSON (the CLI's ``--json``, HTTP, MCP),
+    so what JSON cannot hold is refused here, before anything is written: NaN
+    and infinity (``json`` would print ``NaN``, which no JSON parser reads),
+    keys other than str, other types (sets, objects, numpy arrays), lone
+    surrogates, and nesting deeper than :data:`MAX_META_DEPTH`.
+    """
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
         raise InvalidInputError(f"meta must be a dict, got {type(meta).__name__}")
     meta = dict(meta)
-    if not all(isinstance(k, str) for k in meta):
-        raise InvalidInputError("meta keys must be str")
+    _check_json(meta, "meta", 0)
     try:
         pack(meta)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidInputError(f"meta is not serializable (str, numbers, lists, dicts, bytes): {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:  # an int beyond msgpack's 64 bits
+        raise InvalidInputError(f"meta is not serializable (JSON values and bytes): {e}") from None
     return meta
+
+
+MAX_META_DEPTH = 32  # nested dicts and lists: deeper is a bug in the caller, and recursion has limits
+
+
+def _check_json(v: Any, where: str, depth: int) -> None:
+    if depth > MAX_META_DEPTH:
+        raise InvalidInputError(f"{where} is nested more than {MAX_META_DEPTH} levels deep; flatten the metadata")
+    if v is None or isinstance(v, (bool, int, bytes)):
+        return
+    if isinstance(v, str):
+        _utf8(v, where)
+    elif isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise InvalidInputError(
+                f"{where} is {v!r}, which JSON cannot represent: store null or a string instead"
+            )
+    elif isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"meta keys must be str: {where} has the key {k!r} ({type(k).__name__})")
+            _utf8(k, f"key of {where}")
+            _check_json(x, f"{where}[{k[:40]!r}]", depth + 1)
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_json(x, f"{where}[{i}]", depth + 1)
+    else:
+        raise InvalidInputError(
+            f"{where} is a {type(v).__name__}, which JSON cannot hold: use str, numbers, true/false, "
+            "null, lists, dicts (or bytes)"
+        )
 
 
 def check_positive_int(name: str, value: object) -> int:

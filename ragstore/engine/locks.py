@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import StoreLockedError
+from .storage import storage_error
 
 __all__ = ["StoreLocks"]
 
@@ -47,7 +48,13 @@ class StoreLocks:
         """The writer lock, waiting up to ``lock_timeout``; False if this object held it already."""
         if self._writer_fd is not None:
             return False
-        fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only file system, a folder this user may not write
+            err = storage_error(e, self.path, "taking the writer lock", lost="nothing was written")
+            if err is None:
+                raise
+            raise err from None
         deadline = time.monotonic() + max(0.0, self.lock_timeout)
         while True:
             try:

@@ -15,7 +15,7 @@ import lmdb
 import numpy as np
 
 from ..config import StoreConfig
-from ..errors import CorruptStoreError, DamagedRecordError, RagstoreError
+from ..errors import CorruptStoreError, DamagedRecordError, RagstoreError, StorageError
 from ..types import CheckReport, CompactResult, Stats
 from .chunking import Chunker
 from .damage import DocDamage, is_damage
@@ -24,6 +24,7 @@ from .inputs import content_hash
 from .locks import StoreLocks
 from .models import Models
 from .records import ChunkRecord, DocRecord, LogOp, Records, u64, unpack
+from .storage import storage_error
 from .sync import IndexSync
 
 T = TypeVar("T")
@@ -236,14 +237,22 @@ class Maintenance:
                 )
             tmpdir = os.path.join(self.path, SALVAGE_TMP)
             shutil.rmtree(tmpdir, ignore_errors=True)
-            os.makedirs(tmpdir)
-            new = Records(tmpdir, readonly=False, sync=False, map_size=None)
             try:
-                notes: list[str] = []
-                kept = self._copy_sound(new, scan.bad_docs, notes)
-                new.env.sync(True)
-            finally:
-                new.env.close()
+                os.makedirs(tmpdir)
+                new = Records(tmpdir, readonly=False, sync=False, map_size=None)
+                try:
+                    notes: list[str] = []
+                    kept = self._copy_sound(new, scan.bad_docs, notes)
+                    new.env.sync(True)
+                finally:
+                    new.env.close()
+            except (OSError, lmdb.Error, StorageError) as e:
+                shutil.rmtree(tmpdir, ignore_errors=True)  # the space back; the damaged store is untouched
+                err = e if isinstance(e, StorageError) else storage_error(
+                    e, self.path, "writing the salvaged copy", lost="the store is unchanged")
+                if err is None:
+                    raise
+                raise err from None
             data = os.path.join(self.path, "data.mdb")
             backup = f"{data}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
             try:
@@ -359,12 +368,21 @@ class Maintenance:
             if not alone:
                 return False  # its free pages are reused by later writes instead
             tmpdir = os.path.join(self.path, COMPACT_TMP)
-            os.makedirs(tmpdir, exist_ok=True)
             tmpfile = os.path.join(tmpdir, "data.mdb")
-            if os.path.exists(tmpfile):
-                os.unlink(tmpfile)
-            self.records.env.copy(tmpdir, compact=True)
-            fsync_path(tmpfile)
+            try:
+                os.makedirs(tmpdir, exist_ok=True)
+                if os.path.exists(tmpfile):
+                    os.unlink(tmpfile)
+                self.records.env.copy(tmpdir, compact=True)
+                fsync_path(tmpfile)
+            except (OSError, lmdb.Error) as e:
+                # the copy did not fit (a full disk): the store's own file is untouched
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                err = storage_error(e, self.path, "writing the compacted copy of the LMDB file",
+                                    lost="the store is unchanged (its index was rebuilt); nothing was lost")
+                if err is None:
+                    raise
+                raise err from None
             os.replace(tmpfile, os.path.join(self.path, "data.mdb"))
             fsync_path(self.path)
             os.rmdir(tmpdir)

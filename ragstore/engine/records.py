@@ -20,6 +20,7 @@ was deleted can never come back as another chunk.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -36,9 +37,11 @@ from ..errors import (
     NotFoundError,
     RagstoreError,
     StoreLockedError,
+    StoreNotWritableError,
 )
 from .codecs import ADD, DEL, ChunkRecord, Counts, DocRecord, LogOp, decode_chunk, from_u64, pack, u64, unpack
 from .damage import DocDamage, check_file_length, damage_guard, is_damage, key_str
+from .storage import READONLY_ERRNOS, storage_error
 
 __all__ = [
     "Records",
@@ -62,6 +65,8 @@ T = TypeVar("T")
 DEFAULT_MAP_SIZE = 1 << 40
 _DBS = ("meta", "docs", "chunks", "vectors", "sources", "log")
 
+
+NOT_COMMITTED = "this write was not committed; nothing acknowledged was lost"
 
 _OPEN: dict[str, Records] = {}
 _OPEN_LOCK = threading.Lock()
@@ -107,8 +112,9 @@ class Records:
 
     def _open(self, map_size: int | None) -> None:
         path, readonly, sync = self.path, self.readonly, self.sync
-        try:
-            self.env = lmdb.open(
+
+        def env(lock: bool) -> lmdb.Environment:
+            return lmdb.open(
                 path,
                 subdir=True,
                 create=not readonly,
@@ -119,11 +125,31 @@ class Records:
                 metasync=sync,
                 readahead=False,  # random access over a large file: readahead only pollutes the page cache
                 max_readers=512,
-                lock=True,
+                lock=lock,
             )
+
+        try:
+            try:
+                self.env = env(lock=True)
+            except lmdb.Error as e:
+                if not (readonly and _errno_in(e, READONLY_ERRNOS)):
+                    raise
+                # A store this user may only read (read-only media, files shared read-only):
+                # LMDB readers write their slot in lock.mdb, which cannot be opened for
+                # writing here, so read without LMDB's locks (docs/durability.md: no one
+                # may write the store meanwhile).
+                self.env = env(lock=False)
         except lmdb.LockError as e:
             raise StoreLockedError(f"cannot lock the store's LMDB files at {path}: {e}") from None
         except lmdb.Error as e:
+            err = storage_error(e, path, "opening the store", lost="nothing was changed")
+            if err is not None:
+                raise err from None
+            if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
+                raise StoreNotWritableError(
+                    f"cannot create a store in {path}: the folder is not writable by this user or is on a "
+                    "read-only file system; choose a folder you can write"
+                ) from None
             raise CorruptStoreError(
                 f"cannot open the LMDB database at {path}: {e}. If the files were copied while a "
                 "writer was running, restore a good copy."
@@ -202,6 +228,13 @@ class Records:
             except lmdb.MapFullError:
                 txn.abort()
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except (lmdb.Error, OSError) as e:
+                txn.abort()
+                # a full disk, a read-only file system: said as such, not as a raw lmdb error
+                err = storage_error(e, self.path, "committing a write", lost=NOT_COMMITTED)
+                if err is None:
+                    raise
+                raise err from None
             except BaseException:
                 txn.abort()
                 raise
@@ -447,8 +480,27 @@ class Records:
             return 0
 
 
+def _errno_in(e: lmdb.Error, codes: frozenset[int]) -> bool:
+    return any(str(e).endswith(os.strerror(c)) for c in codes)
+
+
 def prepare_folder(path: str, *, create: bool) -> None:
     """A new store's folder, made; a path that cannot be one, refused before anything is written."""
+    try:
+        _prepare_folder(path, create=create)
+    except OSError as e:
+        if isinstance(e, NotADirectoryError) or e.errno == errno.ENOTDIR:
+            raise InvalidInputError(
+                f"{path} cannot be a store's folder: a part of that path is a file, not a folder "
+                f"({e.strerror}: {e.filename}); choose another path"
+            ) from None
+        err = storage_error(e, path, "creating the store's folder", lost="nothing was written")
+        if err is None:
+            raise
+        raise err from None
+
+
+def _prepare_folder(path: str, *, create: bool) -> None:
     if os.path.exists(os.path.join(path, "data.mdb")):
         return
     if not create:
@@ -463,3 +515,8 @@ def prepare_folder(path: str, *, create: bool) -> None:
             f"{path} is a non-empty folder that is not a ragstore store; choose an empty or new path"
         )
     os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise StoreNotWritableError(
+            f"cannot create a store in {path}: the folder is not writable by this user or is on a read-only "
+            "file system; choose a folder you can write"
+        )

@@ -42,6 +42,8 @@ class Plan:
         # f16 ranks like f32: re-scoring more candidates buys no recall (docs/benchmarks.md)
         self.oversample: int = opts.oversample if opts.oversample is not None else (4 if index_dtype == "i8" else 1)
         sources = [opts.sources] if isinstance(opts.sources, str) else opts.sources
+        if sources is not None and not isinstance(sources, Iterable):
+            raise InvalidInputError(f"sources must be source names (str), got {type(sources).__name__}")
         self.shards = None if sources is None else list(dict.fromkeys(check_source(s) for s in sources))
         self.excluded = _exclusions(opts.exclude_docs, n_queries)
 
@@ -53,15 +55,20 @@ def _exclusions(exclude_docs: Any, n: int) -> list[frozenset]:
         return [frozenset()] * n
     if isinstance(exclude_docs, str):
         return [frozenset([exclude_docs])] * n
+    if not isinstance(exclude_docs, Iterable):
+        raise InvalidInputError(f"exclude_docs must be ids (str), got {type(exclude_docs).__name__}")
     items = list(exclude_docs)
-    if items and all(x is None or (not isinstance(x, str) and isinstance(x, Iterable)) for x in items):
-        if len(items) != n:
-            raise InvalidInputError(
-                f"exclude_docs has {len(items)} per-query sets for {n} queries; give one per query, "
-                "or a flat list of ids to exclude from every query"
-            )
-        return [frozenset([x] if isinstance(x, str) else (x or ())) for x in items]
-    return [frozenset(items)] * n
+    try:
+        if items and all(x is None or (not isinstance(x, str) and isinstance(x, Iterable)) for x in items):
+            if len(items) != n:
+                raise InvalidInputError(
+                    f"exclude_docs has {len(items)} per-query sets for {n} queries; give one per query, "
+                    "or a flat list of ids to exclude from every query"
+                )
+            return [frozenset([x] if isinstance(x, str) else (x or ())) for x in items]
+        return [frozenset(items)] * n
+    except TypeError as e:  # an id that cannot be hashed (a dict, a list in a flat list)
+        raise InvalidInputError(f"exclude_docs must hold document ids (str): {e}") from None
 
 
 class Searcher:

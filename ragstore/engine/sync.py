@@ -17,7 +17,7 @@ from collections.abc import Callable
 import lmdb
 import numpy as np
 
-from ..errors import DamagedRecordError
+from ..errors import CheckpointWarning, DamagedRecordError, StorageError
 from .damage import DocDamage, is_damage
 from .index import IndexDamageWarning, VectorIndex
 from .records import ADD, Records
@@ -159,7 +159,21 @@ class IndexSync:
         return True
 
     def after_write(self) -> None:
-        """Apply a commit just made; save a checkpoint when enough has been applied."""
+        """Apply a commit just made; save a checkpoint when enough has been applied.
+
+        The write is committed (acknowledged) already: a checkpoint that fails
+        (a full disk) only warns, and is tried again ``checkpoint_every``
+        chunks later.
+        """
         self.refresh()
         if self.due:
-            self.checkpoint()
+            self.checkpoint_or_warn()
+
+    def checkpoint_or_warn(self) -> bool:
+        """:meth:`checkpoint`, a failure to save it a :class:`CheckpointWarning` (the index is derived)."""
+        try:
+            return self.checkpoint()
+        except StorageError as e:
+            self.since_checkpoint = 0  # not again at every write: after checkpoint_every more chunks
+            warnings.warn(f"{e}", CheckpointWarning, stacklevel=3)
+            return False
