@@ -122,7 +122,9 @@ class _GraphBuilder:
         )
 
 
-def build_model(folder: str | os.PathLike[str] | None = None, *, int8: bool = True, per_channel: bool = PER_CHANNEL) -> bytes:
+def build_model(
+    folder: str | os.PathLike[str] | None = None, *, int8: bool = True, per_channel: bool = PER_CHANNEL
+) -> bytes:
     """The serialized ONNX model of the sentence encoder in ``folder`` (default: all-MiniLM-L6-v2).
 
     Inputs ``input_ids`` and ``attention_mask`` (int64, batch x tokens); output
@@ -149,7 +151,9 @@ def build_model(folder: str | os.PathLike[str] | None = None, *, int8: bool = Tr
         try:
             return np.asarray(w[name], dtype=np.float32)
         except KeyError:
-            raise EmbedderNotAvailableError(f"{path / 'model.safetensors'} has no tensor {name!r}: not a BERT model") from None
+            raise EmbedderNotAvailableError(
+                f"{path / 'model.safetensors'} has no tensor {name!r}: not a BERT model"
+            ) from None
 
     g = _GraphBuilder()
     f32 = np.float32
@@ -317,9 +321,8 @@ def _weights_folder(folder: str | os.PathLike[str] | None) -> Path:
     if folder is None or str(folder) == "":
         found = _minilm.find_default_weights()
         if found is None:
-            raise EmbedderNotAvailableError(
-                "the weights of all-MiniLM-L6-v2 are not installed: " + _minilm.INSTALL_HINT.replace("minilm:", "minilm-int8:")
-            )
+            hint = _minilm.INSTALL_HINT.replace("minilm:", "minilm-int8:")
+            raise EmbedderNotAvailableError(f"the weights of all-MiniLM-L6-v2 are not installed: {hint}")
         return found
     path = Path(folder).expanduser()
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (path / f).is_file()]
@@ -411,7 +414,8 @@ class MiniLMInt8:
         self.name = kind if default else f"{kind}:{folder}"
         weights_fp = _minilm._fingerprint(folder / "model.safetensors")
         # own fingerprint: int8 vectors must not be mixed with the float32 encoder's in one store
-        self.fingerprint = hashlib.sha256(f"{kind}/{RECIPE_VERSION}/{PER_CHANNEL}/{weights_fp}".encode()).hexdigest()[:16]
+        recipe = f"{kind}/{RECIPE_VERSION}/{PER_CHANNEL}/{weights_fp}"
+        self.fingerprint = hashlib.sha256(recipe.encode()).hexdigest()[:16]
         settings = _minilm_tokenizer_settings(folder)
         self.max_seq_length = int(settings["max_len"])
         self._tokenizer_text = (folder / "tokenizer.json").read_text(encoding="utf-8")
