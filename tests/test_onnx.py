@@ -139,18 +139,24 @@ def test_minilm_store_refuses_int8(tmp_path, ref, int8):
         assert s.query(docs[0][:200], 1)[0].doc_id == "d0"
 
 
-def test_damaged_cache_is_rebuilt(tmp_path, chunks):
+def test_damaged_cache_is_rebuilt(tmp_path, int8, chunks):
     cache = tmp_path / "c"
+    cache.mkdir()
+    f = cache / int8.model_file.name
+    good = int8.model_file.read_bytes()
+    want = int8.encode(chunks[:4])
+    # truncated (a crash mid-copy, a full disk): rebuilt, never loaded
+    ox._SESSIONS.clear()  # as a new process would: nothing in memory
+    f.write_bytes(good[: len(good) // 2])
     m = ox.MiniLMInt8(cache=cache)
-    f = m.model_file
-    good = f.read_bytes()
-    want = m.encode(chunks[:4])
-    for damage in (good[: len(good) // 2], good[:10], b"", good[:-1] + bytes([good[-1] ^ 1])):
-        ox._SESSIONS.clear()  # as a new process would: nothing in memory
+    assert m.model_file == f
+    assert f.read_bytes() == good  # rebuilt, byte for byte
+    np.testing.assert_allclose(m.encode(chunks[:4]), want, atol=1e-6)
+    # other damage is refused by the same check (each rebuild costs seconds, so not rebuilt here)
+    assert ox._read_cached(f) is not None and ox._read_cached(cache / "missing.onnx") is None
+    for damage in (b"", good[:10], good[:-1] + bytes([good[-1] ^ 1]), b"x" + good[1:]):
         f.write_bytes(damage)
-        m2 = ox.MiniLMInt8(cache=cache)
-        assert f.read_bytes() == good  # rebuilt, byte for byte
-        np.testing.assert_allclose(m2.encode(chunks[:4]), want, atol=1e-6)
+        assert ox._read_cached(f) is None
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
 
