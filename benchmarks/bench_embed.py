@@ -90,7 +90,8 @@ def machine() -> dict:
                 break
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-        info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
+        wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+        info["simd"] = [f for f in wanted if f in flags]
     except OSError:
         pass
     try:
