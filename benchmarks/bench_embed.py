@@ -231,7 +231,7 @@ def main() -> None:
         else:
             runners["int8"] = int8.encode
             print(f"minilm-int8: {int8.model_file} (built or loaded in {int8_load_s:.2f} s), "
-                  f"onnxruntime intra-op threads {int8.threads}")
+                  f"{int8.workers} worker(s) x {int8.threads} onnxruntime intra-op threads")
     st = None
     if not args.no_st:
         try:
@@ -299,13 +299,15 @@ def main() -> None:
         import onnxruntime
 
         print(
-            f"minilm-int8 (onnxruntime {onnxruntime.__version__}, {int8.threads} threads): {i8_cps:.1f} chunks/s "
+            f"minilm-int8 (onnxruntime {onnxruntime.__version__}, {int8.workers} worker(s) x {int8.threads} "
+            f"threads): {i8_cps:.1f} chunks/s "
             f"({i8_s:.2f} s; runs {', '.join(f'{x:.2f}' for x in runs['int8'])} s); "
             f"int8 / numpy = {i8_cps / cps:.2f}x; cosine to numpy mean {cos.mean():.5f}, min {cos.min():.5f}"
         )
         result["int8"] = {
             "onnxruntime": onnxruntime.__version__,
             "threads": int8.threads,
+            "workers": int8.workers,
             "seconds": i8_s,
             "runs_s": runs["int8"],
             "chunks_per_s": i8_cps,
@@ -343,8 +345,10 @@ def main() -> None:
         sub_out = Path(args.out).with_suffix(".single-blas.json")
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
         cmd = [sys.executable, __file__, "--chunks", str(args.chunks), "--repeat", str(args.repeat),
-               "--no-st", "--no-int8", "--no-single-blas", "--out", str(sub_out)]
-        print("\n--- again with OPENBLAS_NUM_THREADS=1 (MiniLM workers = one per core), in a subprocess ---")
+               "--no-st", "--no-single-blas", "--out", str(sub_out)]
+        if args.no_int8:
+            cmd.append("--no-int8")
+        print("\n--- again with OPENBLAS_NUM_THREADS=1 (MiniLM and minilm-int8: a batch per core), in a subprocess ---")
         subprocess.run(cmd, env=env, check=True)
         sub = json.loads(sub_out.read_text())
         sub_cps = sub["ragstore"]["chunks_per_s"]
@@ -354,6 +358,11 @@ def main() -> None:
             f"OPENBLAS_NUM_THREADS=1, {sub['workers']} workers: {sub_cps:.1f} chunks/s, {sub_gf:.1f} GFLOP/s = "
             f"{sub_gf / mm:.2f} of this run's multi-threaded matmul rate; {sub_cps / cps:.2f}x the default mode"
         )
+        if "int8" in sub:
+            print(
+                f"OPENBLAS_NUM_THREADS=1, minilm-int8 one batch per core: {sub['int8']['chunks_per_s']:.1f} chunks/s, "
+                f"{sub['int8']['ratio_int8_numpy']:.2f}x numpy in the same mode"
+            )
         result["single_blas"] = {
             "workers": sub["workers"],
             "chunks_per_s": sub_cps,
@@ -361,6 +370,7 @@ def main() -> None:
             "ratio_to_multithreaded_matmul": sub_gf / mm,
             "speedup_vs_default": sub_cps / cps,
             "single_thread_matmul_gflops": sub["matmul_gflops"],
+            "int8": sub.get("int8"),
         }
 
     load1 = os.getloadavg()

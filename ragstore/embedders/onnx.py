@@ -379,6 +379,8 @@ class _Session:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads == 1:  # nothing to spin for; a spinning thread would take a busy core from others
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(payload, sess_options=so, providers=["CPUExecutionProvider"])
 
@@ -390,7 +392,12 @@ class MiniLMInt8:
     ``MiniLMInt8("/path")`` a sentence-transformers BERT folder
     (``minilm-int8:/path``). ``int8=False`` runs the float32 graph instead
     (for checking the graph against the numpy encoder; not a registered spec).
-    ``threads``: onnxruntime's intra-op threads (default: the usable cores).
+    ``threads``: onnxruntime's intra-op threads per batch; ``workers``: batches run at
+    once, each in its own thread. Default: one batch at a time on all usable
+    cores, unless the environment pins BLAS/OpenMP to one thread
+    (``OPENBLAS_NUM_THREADS=1``, ``OMP_NUM_THREADS=1`` ..., as for ``minilm``): then one
+    single-threaded batch per core, which is faster on a busy machine (no
+    thread waits for a descheduled sibling; measured 1.16x at load 11 on 2 cores).
     ``cache``: folder for the built model (default :func:`cache_dir`).
     """
 
@@ -405,10 +412,13 @@ class MiniLMInt8:
         *,
         int8: bool = True,
         threads: int | None = None,
+        workers: int | None = None,
         cache: str | os.PathLike[str] | None = None,
     ) -> None:
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InvalidInputError(f"threads must be a positive integer or None, got {threads!r}")
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
         _require("onnxruntime")  # onnx itself is imported only to build the model
         from tokenizers import Tokenizer
 
@@ -429,7 +439,11 @@ class MiniLMInt8:
         tok.no_padding()
         tok.enable_truncation(max_length=self.max_seq_length)  # counts [CLS] and [SEP], as minilm does
         self._tok = tok
-        self.threads = threads or _minilm._usable_cpus()
+        cores = _minilm._usable_cpus()
+        if workers is None:
+            workers = min(8, cores) if threads is None and _minilm._blas_threads_from_env() == 1 else 1
+        self.workers = workers
+        self.threads = threads or (1 if workers > 1 else cores)
         self.model_file = Path(cache).expanduser() if cache else cache_dir()
         self.model_file = self.model_file / f"{kind}-{_cache_key(weights_fp, int8, PER_CHANNEL)}.onnx"
         self._session = self._load()
@@ -480,18 +494,31 @@ class MiniLMInt8:
         lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
         # sorted by length, so each batch pads to its own longest sequence only
         order = np.argsort(lens, kind="stable")
-        run = self._session.session.run
+        run = self._session.session.run  # thread-safe: one session serves every worker
+        max_tokens = self.max_batch_tokens
+        if self.workers > 1:  # enough batches to keep every worker busy
+            max_tokens = max(256, min(max_tokens, -(-int(lens.sum()) // self.workers)))
+        batches = []
         i = 0
         while i < n:
             j = i + 1
-            while j < n and j - i < self.max_batch_size and (j - i + 1) * lens[order[j]] <= self.max_batch_tokens:
+            while j < n and j - i < self.max_batch_size and (j - i + 1) * lens[order[j]] <= max_tokens:
                 j += 1
-            idx = order[i:j]
+            batches.append(order[i:j])
+            i = j
+
+        def one(idx: np.ndarray) -> None:
             bl = lens[idx]
             ids = np.zeros((len(idx), int(bl[-1])), np.int64)
             for r, k in enumerate(idx):
                 ids[r, : bl[r]] = encs[k].ids
             mask = (np.arange(ids.shape[1])[None, :] < bl[:, None]).astype(np.int64)
             out[idx] = run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            i = j
+
+        if self.workers > 1 and len(batches) > 1:
+            for f in [_minilm._pool(self.workers).submit(one, idx) for idx in batches]:
+                f.result()
+        else:
+            for idx in batches:
+                one(idx)
         return out
