@@ -180,3 +180,7 @@ def test_clear_error_without_onnxruntime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert "pip install 'ragstore[onnx]'" in out.stdout and "True" in out.stdout
+    # and importing ragstore never imports onnxruntime or onnx (only resolving minilm-int8 does)
+    code = "import sys, ragstore, ragstore.embedders; print(sorted({'onnx', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
