@@ -1,7 +1,7 @@
 """Speed of the default embedder (numpy all-MiniLM-L6-v2) on 64-token Wikipedia chunks.
 
     python benchmarks/bench_embed.py [--chunks 2000] [--repeat 1] [--out .cache/bench/embed.json] [--workers N]
-        [--no-st] [--no-single-blas]
+        [--no-st] [--no-int8] [--no-single-blas]
 
 Chunks: the first documents of /work/shared/data/wiki/wiki-AA.jsonl.gz are
 tokenized with the model's tokenizer (no special tokens, no truncation) and
@@ -37,7 +37,14 @@ Reported:
 - if torch and sentence-transformers are importable (and --no-st is not
   given): sentence-transformers on the CPU on the same chunks (batch_size 32,
   its default), its chunks/s, ragstore/sentence-transformers, and the lowest
-  cosine between the two models' vectors.
+  cosine between the two models' vectors;
+- unless --no-int8, if the 'onnx' extra is installed: minilm-int8 (int8
+  all-MiniLM-L6-v2 on onnxruntime, ragstore/embedders/onnx.py) on the same
+  chunks, its chunks/s, int8 / numpy, and its cosine to the numpy vectors.
+
+numpy, minilm-int8 and sentence-transformers run interleaved, --repeat rounds
+of each in turn, and each reports its best round, so that a change of load
+during the run hits them alike.
 
 A JSON record of all of it goes to --out (default .cache/bench/embed.json).
 The machine may be shared: the load average is printed before and after; the
@@ -55,6 +62,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +74,6 @@ sys.path.insert(0, str(REPO))
 from ragstore.embedders.minilm import MiniLM  # noqa: E402
 
 WIKI = Path(os.environ.get("RAGSTORE_SHARED_DATA", "/work/shared/data")) / "wiki" / "wiki-AA.jsonl.gz"
-
-__all__ = ["main"]  # a script: main() is its door
 
 
 def machine() -> dict:
@@ -82,15 +88,10 @@ def machine() -> dict:
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
-        flags = next(
-            (
-                ln.split(":", 1)[1].split()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("flags")
-            ),
-            [],
-        )
-        info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+        info["simd"] = [f for f in wanted if f in flags]
     except OSError:
         pass
     try:
@@ -181,6 +182,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / ".cache" / "bench" / "embed.json"), help="JSON result file")
     ap.add_argument("--workers", type=int, default=None, help="MiniLM(workers=N); default: MiniLM's own choice")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    ap.add_argument("--no-int8", action="store_true", help="skip minilm-int8 (onnxruntime; the 'onnx' extra)")
     ap.add_argument(
         "--no-single-blas",
         action="store_true",
@@ -213,21 +215,63 @@ def main() -> None:
         f"{flops / len(chunks) / 1e9:.2f} GFLOP per chunk)"
     )
 
+    # The candidates run interleaved, round after round, on the same chunks: on a shared
+    # machine the load changes from minute to minute, and each takes its best round.
+    runners: dict[str, Callable[[list[str]], np.ndarray]] = {"ragstore": model.encode}
+    int8 = None
+    if not args.no_int8:
+        try:
+            from ragstore.embedders.onnx import MiniLMInt8
+
+            t = time.perf_counter()
+            int8 = MiniLMInt8()
+            int8_load_s = time.perf_counter() - t
+        except Exception as e:  # the 'onnx' extra is optional
+            print(f"minilm-int8 not measured ({type(e).__name__}: {e})")
+        else:
+            runners["int8"] = int8.encode
+            print(f"minilm-int8: {int8.model_file} (built or loaded in {int8_load_s:.2f} s), "
+                  f"{int8.workers} worker(s) x {int8.threads} onnxruntime intra-op threads")
+    st = None
+    if not args.no_st:
+        try:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            print(f"sentence-transformers not measured ({e})")
+        else:
+            st = SentenceTransformer(str(model.path), device="cpu")  # the package's files: no download
+
+            def st_encode(texts: list[str]) -> np.ndarray:
+                return st.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+
+            runners["st"] = st_encode
+
     mm_before = matmul_gflops(w.d, w.inter)
-    model.encode(chunks[:64])  # warm-up
-    times = []
+    for fn in runners.values():
+        fn(chunks[:64])  # warm-up
+    runs: dict[str, list[float]] = {k: [] for k in runners}
+    loads: list[float] = []
+    out_vecs: dict[str, np.ndarray] = {}
     for _ in range(max(1, args.repeat)):
-        t = time.perf_counter()
-        vecs = model.encode(chunks)
-        times.append(time.perf_counter() - t)
+        for key, fn in runners.items():
+            t = time.perf_counter()
+            out_vecs[key] = fn(chunks)
+            runs[key].append(time.perf_counter() - t)
+            loads.append(os.getloadavg()[0])
+    vecs = out_vecs["ragstore"]
+    times = runs["ragstore"]
     enc_s = min(times)
     mm_after = matmul_gflops(w.d, w.inter)
     mm = max(mm_before, mm_after)
     cps = len(chunks) / enc_s
     gf = flops / enc_s / 1e9
-    runs = ", ".join(f"{x:.2f}" for x in times)
-    workers = f"{model.workers} worker{'s' if model.workers > 1 else ''}"
-    print(f"ragstore MiniLM ({workers}): {cps:.1f} chunks/s ({enc_s:.2f} s for {len(chunks)}; runs {runs} s)")
+    print(f"load average during the runs: {min(loads):.2f}-{max(loads):.2f}")
+    print(
+        f"ragstore MiniLM ({model.workers} worker{'s' if model.workers > 1 else ''}): {cps:.1f} chunks/s "
+        f"({enc_s:.2f} s for {len(chunks)}; runs {', '.join(f'{x:.2f}' for x in times)} s)"
+    )
     print(f"encoder: {gf:.1f} GFLOP/s (matmul FLOPs only)")
     print(f"numpy float32 matmul: {mm:.1f} GFLOP/s (before {mm_before:.1f}, after {mm_after:.1f})")
     print(f"ratio encoder / matmul: {gf / mm:.2f}")
@@ -236,6 +280,7 @@ def main() -> None:
         "command": command,
         "machine": mach,
         "load_average_start": load0,
+        "load_average_runs": [min(loads), max(loads)],
         "model": {"name": model.name, "path": str(model.path), "fingerprint": model.fingerprint, "load_s": load_s},
         "chunks": len(chunks),
         "tokens": int(lengths.sum()),
@@ -247,42 +292,63 @@ def main() -> None:
         "workers": model.workers,
     }
 
-    if not args.no_st:
-        try:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
-        except ImportError as e:
-            print(f"sentence-transformers not measured ({e})")
-        else:
-            st = SentenceTransformer(str(model.path), device="cpu")
-            st.encode(chunks[:64], batch_size=32)
-            t = time.perf_counter()
-            ref = st.encode(chunks, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
-            st_s = time.perf_counter() - t
-            cos = np.einsum("ij,ij->i", vecs, ref)
-            st_cps = len(chunks) / st_s
-            print(
-                f"sentence-transformers (torch {torch.__version__}, {torch.get_num_threads()} threads, CPU): "
-                f"{st_cps:.1f} chunks/s ({st_s:.2f} s, {flops / st_s / 1e9:.1f} GFLOP/s)"
-            )
-            print(f"ragstore / sentence-transformers: {cps / st_cps:.2f}; min cosine between them {cos.min():.7f}")
-            result["sentence_transformers"] = {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "seconds": st_s,
-                "chunks_per_s": st_cps,
-                "gflops": flops / st_s / 1e9,
-                "ratio_ragstore_st": cps / st_cps,
-                "min_cosine": float(cos.min()),
-            }
+    if int8 is not None:
+        i8_s = min(runs["int8"])
+        i8_cps = len(chunks) / i8_s
+        cos = np.einsum("ij,ij->i", vecs, out_vecs["int8"])
+        import onnxruntime
+
+        print(
+            f"minilm-int8 (onnxruntime {onnxruntime.__version__}, {int8.workers} worker(s) x {int8.threads} "
+            f"threads): {i8_cps:.1f} chunks/s "
+            f"({i8_s:.2f} s; runs {', '.join(f'{x:.2f}' for x in runs['int8'])} s); "
+            f"int8 / numpy = {i8_cps / cps:.2f}x; cosine to numpy mean {cos.mean():.5f}, min {cos.min():.5f}"
+        )
+        result["int8"] = {
+            "onnxruntime": onnxruntime.__version__,
+            "threads": int8.threads,
+            "workers": int8.workers,
+            "seconds": i8_s,
+            "runs_s": runs["int8"],
+            "chunks_per_s": i8_cps,
+            "ratio_int8_numpy": i8_cps / cps,
+            "cosine_mean": float(cos.mean()),
+            "cosine_min": float(cos.min()),
+        }
+
+    if st is not None:
+        import torch
+
+        st_s = min(runs["st"])
+        ref = out_vecs["st"]
+        cos = np.einsum("ij,ij->i", vecs, ref)
+        st_cps = len(chunks) / st_s
+        print(
+            f"sentence-transformers (torch {torch.__version__}, {torch.get_num_threads()} threads, CPU): "
+            f"{st_cps:.1f} chunks/s ({st_s:.2f} s, {flops / st_s / 1e9:.1f} GFLOP/s)"
+        )
+        print(f"ragstore / sentence-transformers: {cps / st_cps:.2f}; min cosine between them {cos.min():.7f}")
+        if int8 is not None:
+            print(f"minilm-int8 / sentence-transformers: {result['int8']['chunks_per_s'] / st_cps:.2f}")
+        result["sentence_transformers"] = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "seconds": st_s,
+            "runs_s": runs["st"],
+            "chunks_per_s": st_cps,
+            "gflops": flops / st_s / 1e9,
+            "ratio_ragstore_st": cps / st_cps,
+            "min_cosine": float(cos.min()),
+        }
 
     if not args.no_single_blas and mach["cpus_usable"] and mach["cpus_usable"] > 1:
         sub_out = Path(args.out).with_suffix(".single-blas.json")
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
         cmd = [sys.executable, __file__, "--chunks", str(args.chunks), "--repeat", str(args.repeat),
                "--no-st", "--no-single-blas", "--out", str(sub_out)]
-        print("\n--- again with OPENBLAS_NUM_THREADS=1 (MiniLM workers = one per core), in a subprocess ---")
+        if args.no_int8:
+            cmd.append("--no-int8")
+        print("\n--- again with OPENBLAS_NUM_THREADS=1 (MiniLM and minilm-int8: a batch per core), in a subprocess ---")
         subprocess.run(cmd, env=env, check=True)
         sub = json.loads(sub_out.read_text())
         sub_cps = sub["ragstore"]["chunks_per_s"]
@@ -292,6 +358,11 @@ def main() -> None:
             f"OPENBLAS_NUM_THREADS=1, {sub['workers']} workers: {sub_cps:.1f} chunks/s, {sub_gf:.1f} GFLOP/s = "
             f"{sub_gf / mm:.2f} of this run's multi-threaded matmul rate; {sub_cps / cps:.2f}x the default mode"
         )
+        if "int8" in sub:
+            print(
+                f"OPENBLAS_NUM_THREADS=1, minilm-int8 one batch per core: {sub['int8']['chunks_per_s']:.1f} chunks/s, "
+                f"{sub['int8']['ratio_int8_numpy']:.2f}x numpy in the same mode"
+            )
         result["single_blas"] = {
             "workers": sub["workers"],
             "chunks_per_s": sub_cps,
@@ -299,6 +370,7 @@ def main() -> None:
             "ratio_to_multithreaded_matmul": sub_gf / mm,
             "speedup_vs_default": sub_cps / cps,
             "single_thread_matmul_gflops": sub["matmul_gflops"],
+            "int8": sub.get("int8"),
         }
 
     load1 = os.getloadavg()

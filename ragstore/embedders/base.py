@@ -174,6 +174,12 @@ def _minilm(arg: str) -> Embedder:
     return MiniLM(arg or None)
 
 
+def _minilm_int8(arg: str) -> Embedder:
+    from .onnx import MiniLMInt8  # needs the 'onnx' extra; imported lazily (it imports onnxruntime)
+
+    return MiniLMInt8(arg or None)
+
+
 def _file_sha16(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
@@ -378,5 +384,6 @@ class OnnxEmbedder:
 
 
 register("minilm", _minilm)
+register("minilm-int8", _minilm_int8)
 register("sentence-transformers", SentenceTransformerEmbedder)
 register("onnx", OnnxEmbedder)
