@@ -50,6 +50,9 @@ __all__ = [
     "EXACT_OPT",
     "EXPANSION_OPT",
     "OVERSAMPLE_OPT",
+    "MODE_OPT",
+    "FUSION_OPT",
+    "FUSION_DEPTH_OPT",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,4 +146,16 @@ EXPANSION_OPT = typer.Option(
 OVERSAMPLE_OPT = typer.Option(
     QueryOptions.oversample, "--oversample", min=1, metavar="N",
     help="Candidates re-scored per hit. Default: 1 for an f16 index, 4 for i8.", show_default=False,
+)
+MODE_OPT = typer.Option(
+    QueryOptions.mode, "--mode", metavar="MODE",
+    help="dense (the vector index), lexical (BM25 over the lexical index) or hybrid (both, fused by "
+    "reciprocal rank). See docs/hybrid.md.",
+)
+FUSION_OPT = typer.Option(QueryOptions.fusion, "--fusion", metavar="METHOD",
+                          help="How --mode hybrid fuses its rankings: rrf (reciprocal-rank fusion).")
+FUSION_DEPTH_OPT = typer.Option(
+    QueryOptions.fusion_depth, "--fusion-depth", min=1, metavar="N",
+    help="Hits taken from each ranking before --mode hybrid fuses them. Default: max(50, 4 * k).",
+    show_default=False,
 )
