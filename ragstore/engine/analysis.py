@@ -86,6 +86,7 @@ class _Key:
 
 
 _CACHE: dict[_Key, Analyzer] = {}
+_MEMO_MAX = 1_000_000  # words remembered per analyzer (~100 MB at most)
 
 
 class Analyzer:
@@ -100,7 +101,10 @@ class Analyzer:
             raise ConfigMismatchError(f"the store's stopword list {name!r} is unknown to this ragstore; upgrade it")
         self.stopwords = STOPWORDS[name]
         lang = settings.get("stemmer")
-        self._stem = None if lang is None else _stemmer(lang).stemWords
+        self._stem = None if lang is None else _stemmer(lang).stemWord
+        # word -> its term ("" for a stopword): a dict lookup is ~10x cheaper than a
+        # stemmer call, and a corpus repeats its words (bounded by clearing)
+        self._memo: dict[str, str] = {}
 
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> Analyzer:
@@ -115,10 +119,17 @@ class Analyzer:
     def terms(self, text: str) -> list[str]:
         """The text's terms in order (repeats kept)."""
         words = _WORD.findall(text.lower() if self.lowercase else text)
-        stop = self.stopwords
-        if stop:
-            words = [w for w in words if w not in stop]
-        return self._stem(words) if self._stem is not None else words
+        memo = self._memo
+        try:
+            return [t for t in map(memo.__getitem__, words) if t]
+        except KeyError:
+            pass
+        if len(memo) > _MEMO_MAX:
+            memo.clear()
+        stop, stem = self.stopwords, self._stem
+        for w in set(words).difference(memo):
+            memo[w] = "" if w in stop else (stem(w) if stem is not None else w)
+        return [t for t in map(memo.__getitem__, words) if t]
 
     def counts(self, text: str) -> tuple[Counter[str], int]:
         """(term -> occurrences, number of terms): a chunk's postings and its length."""

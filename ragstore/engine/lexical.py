@@ -24,8 +24,10 @@ without it (made before ragstore had this index) has no lexical index until
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,7 @@ BLOCK_MAX = 4096  # postings per block written by a rebuild; a merge never grows
 MERGE_BELOW = 256  # a term's last block is appended to while it holds fewer postings than this
 _CLIP = 0xFFFF  # tf and length are u16 halves; a 64-token chunk is far below (clipped, not wrapped, above)
 _LITTLE = sys.byteorder == "little"
+_PAIR = struct.Struct("<II")
 _REBUILD_WINDOW = 20_000  # chunks analyzed before their postings are written, in a rebuild
 
 
@@ -83,6 +86,8 @@ class PostingBlock:
     @staticmethod
     def encode(base: int, flat: list[int]) -> bytes:
         """``flat`` = [chunk id, packed, chunk id, packed, ...] in id order, ids >= base."""
+        if len(flat) == 2:  # most terms of a transaction are in one of its chunks
+            return _PAIR.pack(flat[0] - base, flat[1])
         out = array("I", flat)
         out[0::2] = array("I", [c - base for c in flat[0::2]])
         if not _LITTLE:  # pragma: no cover - big-endian machines
@@ -118,6 +123,15 @@ class Postings:
     @property
     def df(self) -> int:
         return len(self.ids)
+
+
+def _offsets(raw: bytes) -> array:
+    """A block's chunk-id offsets (from its base), in order."""
+    a = array("I")
+    a.frombytes(raw)
+    if not _LITTLE:  # pragma: no cover - big-endian machines
+        a.byteswap()
+    return a[0::2]
 
 
 def _blocks(cur: lmdb.Cursor, term: str) -> Iterable[tuple[Any, Any]]:
@@ -165,17 +179,21 @@ class LexicalTxn:
 
     def add(self, first: int, texts: Iterable[str]) -> None:
         """Postings of chunks ``first, first + 1, ...`` with these texts."""
-        pending, counts, pack = self.pending, self.analyzer.counts, PostingBlock.pack
+        pending, counts = self.pending, self.analyzer.counts
+        get = pending.get
         n = total = 0
         for j, text in enumerate(texts):
             cnt, length = counts(text)
             cid = first + j
+            ln = length if length < _CLIP else _CLIP  # PostingBlock.pack, inlined: the ingest's inner loop
             for term, tf in cnt.items():
-                lst = pending.get(term)
+                p = (tf << 16 | ln) if tf < _CLIP else (_CLIP << 16 | ln)
+                lst = get(term)
                 if lst is None:
-                    pending[term] = [cid, pack(tf, length)]
+                    pending[term] = [cid, p]
                 else:
-                    lst += (cid, pack(tf, length))
+                    lst.append(cid)
+                    lst.append(p)
             n += 1
             total += length
         self.d_chunks += n
@@ -214,26 +232,25 @@ class LexicalTxn:
 
     def _drop(self, cur: lmdb.Cursor, term: str, lo: int, hi: int) -> None:
         prefix = _term_prefix(term)
-        # the last block whose base is below hi, then backwards while blocks may hold ids >= lo
+        # the last block whose base is below hi, then backwards while blocks may hold ids >= lo;
+        # plain Python on the bytes: a delete touches ~100 small blocks, numpy's per-call cost dominates
         ok = cur.set_range(prefix + u64(hi))
         ok = cur.prev() if ok else cur.last()
         while ok:
-            k = cur.key()
-            if bytes(k[: len(prefix)]) != prefix:
+            k = bytes(cur.key())
+            if k[: len(prefix)] != prefix:
                 return
             base = PostingBlock.base_of(k)
-            raw = cur.value()
-            a = np.frombuffer(raw, dtype="<u4").reshape(-1, 2)
-            ids = a[:, 0].astype(np.int64) + base
-            if len(ids) and ids[-1] < lo:
+            raw = bytes(cur.value())
+            offs = _offsets(raw)
+            if not offs or base + offs[-1] < lo:
                 return
-            keep = (ids < lo) | (ids >= hi)
-            if keep.all():
-                pass
-            elif keep.any():
-                cur.put(bytes(k), a[keep].tobytes())
-            else:
-                cur.delete()  # leaves the cursor on the next record: prev() below is the one before
+            i, j = bisect_left(offs, lo - base), bisect_left(offs, hi - base)
+            if i < j:
+                if j - i == len(offs):
+                    cur.delete()  # leaves the cursor on the next record: prev() below is the one before
+                else:
+                    cur.put(k, raw[: 8 * i] + raw[8 * j:])
             if base < lo:
                 return
             ok = cur.prev()
