@@ -197,11 +197,18 @@ def main() -> None:
 
     # ingest: lexical off, then on (precomputed vectors: chunking + LMDB + index + postings)
     results: dict[str, Any] = {"chunks": len(flat), "documents": len(docs), "questions": len(qs)}
-    t_off, s_off = ingest(os.path.join(work, "off"), with_vecs, False, emb)
-    st_off = s_off.stats()
-    s_off.close()
-    t_on, s = ingest(os.path.join(work, "on"), with_vecs, True, emb)
-    st_on = s.stats()
+    # twice each, alternating, the best of each kept: a shared machine's noise is one-sided
+    t_off = t_on = float("inf")
+    for rep in range(2):
+        t, s_off = ingest(os.path.join(work, "off"), with_vecs, False, emb)
+        t_off = min(t_off, t)
+        st_off = s_off.stats()
+        s_off.close()
+        t, s = ingest(os.path.join(work, "on"), with_vecs, True, emb)
+        t_on = min(t_on, t)
+        st_on = s.stats()
+        if rep == 0:
+            s.close()
     lex_bytes = lex_table_bytes(s)
     results["ingest"] = {
         "lexical_off_s": round(t_off, 2), "lexical_on_s": round(t_on, 2),
@@ -265,7 +272,7 @@ def main() -> None:
     victims = [d.id for d in docs[len(squad): len(squad) + 200]]
     dl = {}
     for name in ("off", "on"):
-        st = ragstore.open(os.path.join(work, name), embedder=emb, sync=False)
+        st = ragstore.open(os.path.join(work, name), embedder=emb, sync=False) if name == "off" else s
         t = time.perf_counter()
         for v in victims:
             st.delete(v)
@@ -275,7 +282,8 @@ def main() -> None:
             rep = st.check()
             dl["check_s"] = time.perf_counter() - t
             dl["check_ok"] = rep.ok
-        st.close()
+        if name == "off":
+            st.close()
     results["deletes"] = {"docs": len(victims), "lexical_off_s": round(dl["off"], 3),
                           "lexical_on_s": round(dl["on"], 3), "check_s": round(dl["check_s"], 2),
                           "check_ok": dl["check_ok"]}

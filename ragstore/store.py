@@ -380,8 +380,9 @@ class Store:
 
         Keyword options (see :class:`ragstore.QueryOptions` for each, and its
         defaults): ``sources``, ``exclude_docs``, ``rerank``, ``exact``,
-        ``expansion``, ``oversample``; or a whole ``options=QueryOptions(...)``,
-        which the keywords given override.
+        ``expansion``, ``oversample``, ``mode`` ("dense", "lexical", "hybrid":
+        see docs/hybrid.md), ``fusion``, ``fusion_depth``; or a whole
+        ``options=QueryOptions(...)``, which the keywords given override.
         """
         if isinstance(query, str):
             q: Any = query
