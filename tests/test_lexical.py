@@ -311,3 +311,21 @@ def test_sigkill_during_ingest_leaves_postings_agreeing(tmp_path):
                 i = doc_id.split("-")[1]
                 hits = s.query(f"unique marker k{rnd} {i}", k=10, mode="lexical")
                 assert doc_id in [h.doc_id for h in hits]
+
+
+def test_hybrid_is_the_rrf_of_the_dense_and_lexical_rankings(tmp_path):
+    from ragstore.engine.hybrid import rrf_ids
+
+    s = ragstore.open(tmp_path / "s", embedder=HashEmbedder(), chunk_tokens=16)
+    s.add_many([ragstore.Doc(f"d{i}", d["text"][:600], source=("a", "b")[i % 2]) for i, d in enumerate(wiki_docs(40))])
+    for q in ("the history of the city", "football club league season", "river north mountain"):
+        for opts in ({}, {"sources": ["a"]}, {"exclude_docs": ["d1", "d2", "d3"]}):
+            dense = s.query(q, k=12, **opts)
+            lexical = s.query(q, k=12, mode="lexical", **opts)
+            want = rrf_ids([[h.chunk_id for h in dense], [h.chunk_id for h in lexical]], 5)
+            got = s.query(q, k=5, mode="hybrid", fusion_depth=12, **opts)
+            assert [(h.chunk_id, h.score) for h in got] == [(c, pytest.approx(sc)) for c, sc in want]
+            for h in got:
+                c = s.get_chunk(h.chunk_id)
+                assert (h.text, h.continuation, h.doc_id) == (c.text, c.continuation, c.doc_id)
+    s.close()

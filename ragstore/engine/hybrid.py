@@ -27,7 +27,7 @@ from .lexical import LexicalIndex, LexicalMissingError
 from .records import ChunkRecord, Records
 from .search import Plan, Searcher
 
-__all__ = ["LexicalSearcher", "LexicalScores", "bm25_scores", "query_texts"]
+__all__ = ["LexicalSearcher", "LexicalScores", "bm25_scores", "query_texts", "rrf_ids"]
 
 
 @dataclasses.dataclass
@@ -113,14 +113,30 @@ class LexicalSearcher:
         depth = opts.fusion_depth or max(50, 4 * plan.k)
         assert Q is not None  # the facade embeds the texts of a hybrid query
         dense = self.searcher.search(txn, Q, Plan(opts.replace(k=depth, mode="dense"), index_dtype, len(texts)))
-        out = []
+        fused_all, pending = [], []
         for t, ex, dh in zip(texts, plan.excluded, dense, strict=True):
-            lh = self._lexical(txn, analyzer.terms(t), settings, depth, plan, ex)
-            out.append(rrf([dh, lh], plan.k))
+            lex = self._chosen(txn, analyzer.terms(t), settings, depth, plan, ex)
+            fused = rrf_ids([[h.chunk_id for h in dh], [cid for _, cid, _ in lex]], plan.k)
+            by_id = {h.chunk_id: h for h in dh}
+            records = {cid: c for _, cid, c in lex}
+            fused_all.append((fused, by_id))
+            # only the fused hits the dense side did not resolve are resolved here (with continuations)
+            pending.append([(score, cid, records[cid]) for cid, score in fused if cid not in by_id])
+        resolved = self.searcher.hits(txn, pending)
+        out = []
+        for (fused, by_id), extra in zip(fused_all, resolved, strict=True):
+            more = {h.chunk_id: h for h in extra}
+            out.append([dataclasses.replace(by_id[cid], score=score) if cid in by_id else more[cid]
+                        for cid, score in fused])
         return out
 
     def _lexical(self, txn: lmdb.Transaction, terms: list[str], settings: dict[str, Any], k: int, plan: Plan,
                  excluded: frozenset) -> list[Hit]:
+        return self.searcher.hits(txn, [self._chosen(txn, terms, settings, k, plan, excluded)])[0]
+
+    def _chosen(self, txn: lmdb.Transaction, terms: list[str], settings: dict[str, Any], k: int, plan: Plan,
+                excluded: frozenset) -> list[tuple[float, int, ChunkRecord]]:
+        """The best ``k`` chunks passing the filters: (BM25 score, chunk id, chunk record), best first."""
         scored = bm25_scores(self.lexical, txn, terms, settings, limit=None if (excluded or plan.shards) else k)
         ids = scored.ids.tolist()
         scores = scored.scores.tolist()
@@ -146,16 +162,15 @@ class LexicalSearcher:
                     break
             start += window
             window *= 4  # filters that reject much: fewer, larger reads
-        return self.searcher.hits(txn, [chosen])[0]
+        return chosen
 
 
-def rrf(rankings: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
-    """Reciprocal-rank fusion: score = sum over rankings of 1 / (RRF_K + rank), best first, ties by chunk id."""
+def rrf_ids(rankings: Sequence[Sequence[int]], k: int) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion of chunk-id rankings: (chunk id, sum over rankings of 1 / (RRF_K + rank)),
+    best first, ties by chunk id."""
     fused: dict[int, float] = {}
-    first: dict[int, Hit] = {}
-    for hits in rankings:
-        for rank, h in enumerate(hits, 1):
-            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
-            first.setdefault(h.chunk_id, h)
+    for ranking in rankings:
+        for rank, cid in enumerate(ranking, 1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
     best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
-    return [dataclasses.replace(first[cid], score=fused[cid]) for cid in best]
+    return [(cid, fused[cid]) for cid in best]
