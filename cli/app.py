@@ -24,7 +24,7 @@ from .ingest_cmd import ingest
 from .options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, error, guarded, stderr, warn
 from .readers import InputError
 from .serve_cmds import register as _register_server_commands
-from .store_cmds import check, compact, delete, info, query, stats
+from .store_cmds import check, compact, delete, index_lexical, info, query, stats
 
 __all__ = ["app", "main"]
 
@@ -59,7 +59,7 @@ def _root(
 
 # In this order in --help. InputError: an input path or query file that cannot be read.
 for _name, _fn in (("ingest", ingest), ("query", query), ("delete", delete), ("stats", stats),
-                   ("info", info), ("check", check), ("compact", compact)):
+                   ("info", info), ("check", check), ("compact", compact), ("index-lexical", index_lexical)):
     app.command(_name)(guarded(_fn, user_errors=(InputError,)))
 
 # ``serve`` and ``mcp`` live in their own module: their packages are optional extras.

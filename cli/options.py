@@ -59,6 +59,9 @@ __all__ = [
     "KEEP_ALIVE_OPT",
     "LOG_LEVEL_OPT",
     "ACCESS_LOG_OPT",
+    "MODE_OPT",
+    "FUSION_OPT",
+    "FUSION_DEPTH_OPT",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,3 +187,15 @@ LOG_LEVEL_OPT = typer.Option(
     ServeOptions.log_level, "--log-level", help="uvicorn log level: critical, error, warning, info, debug."
 )
 ACCESS_LOG_OPT = typer.Option(ServeOptions.access_log, "--access-log/--no-access-log", help="Log every request.")
+MODE_OPT = typer.Option(
+    QueryOptions.mode, "--mode", metavar="MODE",
+    help="dense (the vector index), lexical (BM25 over the lexical index) or hybrid (both, fused by "
+    "reciprocal rank). See docs/hybrid.md.",
+)
+FUSION_OPT = typer.Option(QueryOptions.fusion, "--fusion", metavar="METHOD",
+                          help="How --mode hybrid fuses its rankings: rrf (reciprocal-rank fusion).")
+FUSION_DEPTH_OPT = typer.Option(
+    QueryOptions.fusion_depth, "--fusion-depth", min=1, metavar="N",
+    help="Hits taken from each ranking before --mode hybrid fuses them. Default: max(50, 4 * k).",
+    show_default=False,
+)

@@ -19,8 +19,11 @@ from .options import (
     EXCLUDE_DOCS_OPT,
     EXIT_USER,
     EXPANSION_OPT,
+    FUSION_DEPTH_OPT,
+    FUSION_OPT,
     JSON_OPT,
     K_OPT,
+    MODE_OPT,
     OVERSAMPLE_OPT,
     RERANK_OPT,
     SOURCES_OPT,
@@ -30,7 +33,7 @@ from .options import (
 from .output import human_bytes, plural, print_hits, print_json, print_rows
 from .readers import InputError
 
-__all__ = ["query", "delete", "stats", "info", "check", "compact", "query_options", "read_queries"]
+__all__ = ["query", "delete", "stats", "info", "check", "compact", "index_lexical", "query_options", "read_queries"]
 
 
 def _open_existing(store: Path, *, readonly: bool) -> ragstore.Store:
@@ -91,6 +94,9 @@ def query(
     rerank: bool | None = RERANK_OPT,
     expansion: int | None = EXPANSION_OPT,
     oversample: int | None = OVERSAMPLE_OPT,
+    mode: str = MODE_OPT,
+    fusion: str = FUSION_OPT,
+    fusion_depth: int | None = FUSION_DEPTH_OPT,
 ) -> None:
     """Find the chunks nearest to a text.
 
@@ -102,7 +108,8 @@ def query(
                                  param_hint="TEXT / --file")
     queries = [text] if text is not None else read_queries(file)  # type: ignore[arg-type]
     opts = query_options(k=k, sources=sources, exclude_docs=exclude_docs, rerank=rerank, exact=exact,
-                         expansion=expansion, oversample=oversample)
+                         expansion=expansion, oversample=oversample, mode=mode, fusion=fusion,
+                         fusion_depth=fusion_depth)
     with _open_existing(store, readonly=True) as st:
         # one query is a batch of one: the same call, the same checks
         results = st.query_many(queries, **{name: getattr(opts, name) for name in QueryOptions.names()})
@@ -232,3 +239,20 @@ def compact(store: Path = STORE_ARG, as_json: bool = JSON_OPT) -> None:
         f"compacted: {human_bytes(r.bytes_before)} -> {human_bytes(r.bytes_after)}, "
         f"{r.tombstones_removed} deleted chunks removed{lmdb}"
     )
+
+
+def index_lexical(store: Path = STORE_ARG, as_json: bool = JSON_OPT) -> None:
+    """Build the BM25 lexical index of a store made without one.
+
+    Stores made before ragstore had a lexical index (or with lexical=False)
+    answer --mode lexical and hybrid queries only after this. Analyzes every
+    chunk once, in one transaction: readers see no lexical index, then a whole
+    one. Running it again rebuilds the index.
+    """
+    with _open_existing(store, readonly=False) as st:
+        r = st.index_lexical()
+    if as_json:
+        print_json({"chunks": r.chunks, "postings": r.postings, "seconds": round(r.seconds, 3),
+                    "lexical": r.config.lexical})
+        return
+    typer.echo(f"lexical index built: {r.chunks} chunks, {r.postings} postings in {r.seconds:.1f} s")

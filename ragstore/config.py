@@ -27,6 +27,9 @@ __all__ = [
     "METRICS",
     "INDEX_DTYPES",
     "VECTOR_DTYPES",
+    "MODES",
+    "FUSIONS",
+    "RRF_K",
     "STORE_DEFAULTS",
     "MAX_DOC_ID_BYTES",
     "MAX_SOURCE_CHARS",
@@ -48,6 +51,9 @@ STORE_DEFAULTS: dict[str, Any] = dict(
     vector_dtype="f32",
     connectivity=16,
 )
+MODES = ("dense", "lexical", "hybrid")
+FUSIONS = ("rrf",)
+RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
 MAX_DOC_ID_BYTES = 480  # LMDB keys are limited to 511 bytes
 MAX_SOURCE_CHARS = 200
 # A source is also an LMDB key (b"s" + its UTF-8 bytes, at most 511): 200 characters
@@ -71,9 +77,15 @@ class StoreConfig:
     vector_dtype: str
     connectivity: int
     created_at: float
+    # the lexical index's settings (engine/analysis.py: analyzer, BM25 k1 and b), None
+    # for a store without one (made before ragstore had it: Store.index_lexical() builds it)
+    lexical: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["lexical"] is None:
+            del d["lexical"]  # the record of a store without one stays that of ragstore 0.1
+        return d
 
     @property
     def vector_numpy_dtype(self) -> np.dtype:
@@ -128,6 +140,12 @@ class QueryOptions:
     """How a query searches. Every default is defined here once.
 
     - ``k``: hits per query.
+    - ``mode``: "dense" (the vector index), "lexical" (BM25 over the lexical
+      index; texts only) or "hybrid" (both, fused). See docs/hybrid.md.
+    - ``fusion``: how "hybrid" fuses its two rankings: "rrf", reciprocal-rank
+      fusion (score = sum of 1 / (60 + rank)).
+    - ``fusion_depth``: hits taken from each ranking before fusing. None:
+      max(50, 4 * k).
     - ``sources``: search only these sources' shards (unknown names match
       nothing); None searches all.
     - ``exclude_docs``: never return chunks of these documents; k hits are
@@ -150,6 +168,9 @@ class QueryOptions:
     exact: bool = False
     expansion: int | None = None
     oversample: int | None = None
+    mode: str = "dense"
+    fusion: str = "rrf"
+    fusion_depth: int | None = None
 
     def replace(self, **changes: Any) -> QueryOptions:
         return dataclasses.replace(self, **changes)
@@ -159,6 +180,13 @@ class QueryOptions:
         _positive_int("k", self.k)
         _positive_int("oversample", self.oversample, optional=True)
         _positive_int("expansion", self.expansion, optional=True)
+        _positive_int("fusion_depth", self.fusion_depth, optional=True)
+        if self.mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.fusion not in FUSIONS:
+            raise InvalidInputError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.mode != "dense" and self.exact:
+            raise InvalidInputError(f"exact=True is a dense search; it cannot be combined with mode={self.mode!r}")
         for name in ("rerank",):
             v = getattr(self, name)
             if v is not None and not isinstance(v, bool):

@@ -24,9 +24,11 @@ import numpy as np
 from .config import QueryOptions
 from .embedders.base import Embedder
 from .engine.chunking import Chunker, check_text
+from .engine.hybrid import LexicalSearcher, query_texts
 from .engine.index import VectorIndex
 from .engine.ingest import IngestRun
 from .engine.inputs import check_doc_id, check_source
+from .engine.lexical import LexicalIndex
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
 from .engine.models import Models, open_config
@@ -43,7 +45,19 @@ from .errors import (
     StoreLockedError,
     StoreNotWritableError,
 )
-from .types import AddResult, CheckReport, Chunk, CompactResult, Deleted, Doc, Document, Hit, IngestSummary, Stats
+from .types import (
+    AddResult,
+    CheckReport,
+    Chunk,
+    CompactResult,
+    Deleted,
+    Doc,
+    Document,
+    Hit,
+    IndexedLexical,
+    IngestSummary,
+    Stats,
+)
 
 __all__ = ["Store", "open"]
 
@@ -62,7 +76,7 @@ class Store:
     ``Store(path, *, create=True, readonly=False, embedder=None, tokenizer=None,
     chunk_tokens=None, metric=None, index_dtype=None, vector_dtype=None,
     connectivity=None, expansion_add=128, expansion_search=64, sync=True,
-    lock_timeout=0.0, map_size=None, checkpoint_every=100_000, threads=0)``
+    lock_timeout=0.0, map_size=None, checkpoint_every=100_000, threads=0, lexical=None)``
 
     - ``embedder``: None uses the embedder the store was made with ("minilm"
       for a new store); a spec string ("minilm", "sentence-transformers:NAME",
@@ -80,6 +94,10 @@ class Store:
     - ``lock_timeout``: seconds to wait for the writer lock held by another
       process before :class:`StoreLockedError`. Readers never wait.
     - ``checkpoint_every``: chunks written after which the index is saved.
+    - ``lexical``: a new store keeps a BM25 lexical index beside its vectors
+      (None or True; a dict sets its analyzer and BM25 settings, see
+      ``ragstore.engine.analysis.LEXICAL_DEFAULTS``); False makes one without.
+      A store made without one gets it only from :meth:`index_lexical`.
 
     A store is a context manager; ``close()`` is safe twice. One process
     writes at a time (the lock is taken at the first write); any number of
@@ -106,6 +124,7 @@ class Store:
         map_size: int | None = None,
         checkpoint_every: int = 100_000,
         threads: int = 0,
+        lexical: bool | dict[str, Any] | None = None,
     ) -> None:
         self._closed = True
         self.path = os.path.abspath(os.fspath(path))
@@ -118,7 +137,7 @@ class Store:
             self._records = Records.acquire(self.path, sync=sync, map_size=map_size)
             self._closed = False
             given = dict(chunk_tokens=chunk_tokens, metric=metric, index_dtype=index_dtype,
-                         vector_dtype=vector_dtype, connectivity=connectivity)
+                         vector_dtype=vector_dtype, connectivity=connectivity, lexical=lexical)
             self._models: Models = open_config(
                 self._records, self.path, create=create, readonly=readonly, embedder=embedder,
                 tokenizer=tokenizer, given=given, take_writer=self._take_writer,
@@ -132,8 +151,10 @@ class Store:
             self._sync = IndexSync(self._records, self._index, vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim,
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
+            self._lexical = LexicalIndex(self._records)
+            self._lexsearch = LexicalSearcher(self._records, self._lexical, self._searcher)
             self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
-                                            self._models)
+                                            self._models, lexical=self._lexical)
             with self._mutex:
                 replayed = self._sync.open()
                 # (a damaged checkpoint was rebuilt: save a sound one, so the next open need not)
@@ -165,6 +186,8 @@ class Store:
         if self.readonly:
             raise ReadOnlyError(f"store {self.path} was opened with readonly=True; reopen it without to write")
         self._take_writer()
+        # outside any transaction: another process may have built the lexical index since we opened
+        self._records.open_lexical_tables()
 
     def _take_writer(self) -> None:
         with self._mutex:  # two threads' first writes must not race for the same lock
@@ -383,8 +406,9 @@ class Store:
 
         Keyword options (see :class:`ragstore.QueryOptions` for each, and its
         defaults): ``sources``, ``exclude_docs``, ``rerank``, ``exact``,
-        ``expansion``, ``oversample``; or a whole ``options=QueryOptions(...)``,
-        which the keywords given override.
+        ``expansion``, ``oversample``, ``mode`` ("dense", "lexical", "hybrid":
+        see docs/hybrid.md), ``fusion``, ``fusion_depth``; or a whole
+        ``options=QueryOptions(...)``, which the keywords given override.
         """
         if isinstance(query, str):
             q: Any = query
@@ -417,11 +441,22 @@ class Store:
             merged = options.merged(**opts)
             if k is not _FROM_OPTIONS:
                 merged = merged.replace(k=k)
+        if merged.mode != "dense":
+            return self._query_lexical(queries, merged)
         Q = self._searcher.matrix(queries)
         plan = Plan(merged, self.config.index_dtype, len(Q))  # validates the options
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
             return self._searcher.search(txn, Q, plan)
+
+    def _query_lexical(self, queries: Any, opts: QueryOptions) -> list[list[Hit]]:
+        opts.validate()
+        texts = query_texts(queries, opts.mode)
+        Q = self._searcher.matrix(texts) if opts.mode == "hybrid" else None
+        self._records.open_lexical_tables()  # before the transaction, which sees only tables opened before it
+        with self._mutex, self._records.read() as txn:
+            self._sync.catch_up(txn)
+            return self._lexsearch.search(txn, texts, Q, opts, self.config.index_dtype)
 
     def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
         """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.
@@ -451,6 +486,20 @@ class Store:
         self._check_open()
         with self._mutex:
             return self._maintenance.check(fix=fix)
+
+    def index_lexical(self, **settings: Any) -> IndexedLexical:
+        """Build (or rebuild) the BM25 lexical index from the chunk records, in one transaction.
+
+        For stores made without one (before ragstore had it, or with
+        ``lexical=False``); ``settings`` override the analyzer and BM25
+        defaults (``stopwords``, ``stemmer``, ``k1``, ``b``; see
+        docs/hybrid.md). Readers see no lexical index, then a whole one.
+        """
+        self._check_writable()
+        with self._mutex:
+            built = self._maintenance.index_lexical(settings)
+            self.config = self._models.config = self._maintenance.config = built.config
+        return built
 
     def compact(self) -> CompactResult:
         """Rebuild the index without tombstones and give freed space back to the disk.

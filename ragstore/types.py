@@ -19,6 +19,7 @@ __all__ = [
     "Stats",
     "CheckReport",
     "CompactResult",
+    "IndexedLexical",
     "Deleted",
     "StoreConfig",  # defined in config.py, re-exported for 0.1 imports
 ]
@@ -199,6 +200,16 @@ class CompactResult:
     bytes_after: int
     tombstones_removed: int
     lmdb_compacted: bool
+
+
+@dataclass(frozen=True)
+class IndexedLexical:
+    """What :meth:`Store.index_lexical` built: chunks analyzed, postings written, the new config."""
+
+    chunks: int
+    postings: int
+    seconds: float
+    config: StoreConfig
 
 
 class Deleted(int):

@@ -770,5 +770,8 @@ def test_runner_query_options_reach_the_library(runner, hstore, monkeypatch):
                "--no-rerank", "--exact", "--expansion", 80, "--oversample", 3)
     assert r.exit_code == 0, r.output
     assert seen[-1] == dict(k=2, sources=["birds"], exclude_docs=["gulls"], rerank=False, exact=True,
-                            expansion=80, oversample=3)
+                            expansion=80, oversample=3, mode="dense", fusion="rrf", fusion_depth=None)
+    r = invoke(runner, "query", hstore, "owls", "--mode", "hybrid", "--fusion-depth", 7)
+    assert r.exit_code == 0, r.output
+    assert (seen[-1]["mode"], seen[-1]["fusion"], seen[-1]["fusion_depth"]) == ("hybrid", "rrf", 7)
     assert invoke(runner, "query", hstore, "owls", "--rerank").exit_code == 0 and seen[-1]["rerank"] is True

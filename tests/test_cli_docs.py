@@ -36,7 +36,7 @@ def sections() -> dict[str, str]:
     parts = re.split(r"^## ", doc_text(), flags=re.M)
     out = {"": parts[0]}
     for part in parts[1:]:
-        m = re.match(r"`ragstore (\w+)`", part)
+        m = re.match(r"`ragstore ([\w-]+)`", part)
         if m:
             out[m.group(1)] = part
     return out

@@ -27,7 +27,7 @@ def sections() -> dict[str, str]:
     out: dict[str, str] = {}
     parts = re.split(r"^## ", doc_text(), flags=re.M)
     for part in parts[1:]:
-        m = re.match(r"`ragstore (\w+)`", part)
+        m = re.match(r"`ragstore ([\w-]+)`", part)
         if m:
             out[m.group(1)] = part
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -16,11 +17,13 @@ import numpy as np
 
 from ..config import StoreConfig
 from ..errors import CorruptStoreError, DamagedRecordError, RagstoreError, StorageError
-from ..types import CheckReport, CompactResult, Stats
+from ..types import CheckReport, CompactResult, IndexedLexical, Stats
+from .analysis import lexical_settings
 from .chunking import Chunker
 from .damage import DocDamage, is_damage
 from .index import VectorIndex, fsync_path
 from .inputs import content_hash
+from .lexical import LexicalIndex
 from .locks import StoreLocks
 from .models import Models
 from .records import ChunkRecord, DocRecord, LogOp, Records, u64, unpack
@@ -40,8 +43,9 @@ class Maintenance:
 
     def __init__(
         self, path: str, config: StoreConfig, records: Records, index: VectorIndex, sync: IndexSync, locks: StoreLocks,
-        models: Models | None = None,
+        models: Models | None = None, lexical: LexicalIndex | None = None,
     ) -> None:
+        self.lexical = lexical
         self.models = models  # where a salvage finds the tokenizer again if its record is damaged
         self.path = path
         self.config = config
@@ -99,6 +103,8 @@ class Maintenance:
                 derived.append("per-source chunk counts disagree with the records")
             derived += self._index_problems(scan.expected)
             derived += self._recall_problems(txn, scan.expected)
+            if self.lexical is not None and not scan.damage and not scan.bad_docs:
+                derived += self.lexical.problems(txn)  # (a salvage rebuilds it from the sound documents)
         derived += self.index.verify_files()
         problems = scan.problems + scan.damage
         fixed = False
@@ -214,10 +220,31 @@ class Maintenance:
             rec.set_source_counts(txn, per_source)
 
         rec.write(write)
+        self._rebuild_lexical()
         with rec.read() as txn:
             self.sync.rebuild(txn)
         self.index.save_checkpoint()
         self.sync.since_checkpoint = 0
+
+    # ------------------------------------------------------------------ lexical
+    def _rebuild_lexical(self) -> None:
+        """The lexical index rebuilt from the chunk records, if the store has one."""
+        if self.lexical is None:
+            return
+        with self.records.read() as txn:
+            settings = self.lexical.settings(txn)
+        if settings is not None:
+            self.lexical.build(settings, record_config=False)
+
+    def index_lexical(self, given: dict[str, Any]) -> IndexedLexical:
+        """Build the lexical index with ``given`` settings (defaults otherwise) and record them in the config."""
+        if self.lexical is None:  # pragma: no cover - the facade always gives one
+            raise RagstoreError("this store was opened without its lexical part")
+        settings = lexical_settings(given)
+        t = time.perf_counter()
+        chunks, postings = self.lexical.build(settings, record_config=True)
+        self.config = dataclasses.replace(self.config, lexical=settings)
+        return IndexedLexical(chunks=chunks, postings=postings, seconds=time.perf_counter() - t, config=self.config)
 
     # ------------------------------------------------------------------ salvage
     def _salvage(self, scan: _Scan) -> list[str]:
@@ -264,6 +291,7 @@ class Maintenance:
             fsync_path(self.path)
             shutil.rmtree(tmpdir, ignore_errors=True)
             self.records.reopen()  # no one else has the store open: we hold open.lock exclusively
+        self._rebuild_lexical()  # the new file has the sound chunks only
         with self.records.read() as txn:
             self.sync.rebuild(txn)
         self.index.save_checkpoint()
@@ -359,6 +387,7 @@ class Maintenance:
 
         rec.write(reset)
         self.sync.since_checkpoint = 0
+        self._rebuild_lexical()  # postings in full blocks again (writes leave many small ones)
         lmdb_done = self._compact_lmdb()
         after = rec.file_bytes() + self.index.file_bytes()
         return CompactResult(bytes_before=before, bytes_after=after, tombstones_removed=tomb, lmdb_compacted=lmdb_done)

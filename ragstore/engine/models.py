@@ -16,6 +16,7 @@ import numpy as np
 from ..config import SCHEMA_VERSION, StoreConfig, check_reopen, new_store_options
 from ..embedders import base as embedders
 from ..errors import ConfigMismatchError, CorruptStoreError, InvalidInputError, NotFoundError
+from .analysis import lexical_settings
 from .chunking import Chunker
 from .inputs import VectorRules
 from .records import Records
@@ -96,15 +97,19 @@ def open_config(
     """The store's config, created in its first transaction if it has none yet.
 
     ``given`` holds the creation options (None: default, or as recorded);
-    ``take_writer`` is called before a new store's first write.
+    ``take_writer`` is called before a new store's first write. Its
+    ``lexical`` (None or True: the default settings, a dict: these, False: no
+    lexical index) is for a new store only.
     """
+    given = dict(given)
+    lexical = given.pop("lexical", None)
     with records.read() as txn:
         raw = records.get_meta(txn, "config")
     if raw is None:
         # A creation interrupted before its first commit: the next opener creates it.
         if readonly or not create:
             raise NotFoundError(f"{path} holds no ragstore configuration; it was never initialized")
-        return _create(records, path, embedder, tokenizer, given, take_writer)
+        return _create(records, path, embedder, tokenizer, given, take_writer, lexical)
     if raw.get("schema_version", 0) > SCHEMA_VERSION:
         raise ConfigMismatchError(
             f"store {path} has schema version {raw['schema_version']}, newer than this ragstore "
@@ -112,6 +117,11 @@ def open_config(
         )
     config = StoreConfig(**raw)
     check_reopen(path, config, given)
+    if lexical is not None and lexical is not False and config.lexical is None:
+        raise ConfigMismatchError(
+            f"store {path} has no lexical index (it was made without one, or before ragstore had it); "
+            "build it with Store.index_lexical() or `ragstore index-lexical STORE`"
+        )
     chunker = None
     if tokenizer is not None:
         chunker = Chunker(tokenizer, config.chunk_tokens)
@@ -125,7 +135,8 @@ def open_config(
 
 
 def _create(
-    records: Records, path: str, embedder: Any, tokenizer: Any, given: dict[str, Any], take_writer: Callable[[], None]
+    records: Records, path: str, embedder: Any, tokenizer: Any, given: dict[str, Any], take_writer: Callable[[], None],
+    lexical: Any = None,
 ) -> Models:
     opts = new_store_options(given)
     emb = embedders.resolve(embedder if embedder is not None else embedders.DEFAULT_EMBEDDER)
@@ -156,8 +167,11 @@ def _create(
         vector_dtype=opts["vector_dtype"],
         connectivity=opts["connectivity"],
         created_at=time.time(),
+        lexical=_lexical_choice(lexical),
     )
     take_writer()
+    if cfg.lexical is not None:
+        records.ensure_lexical_tables()  # before the transaction: LMDB makes a table in one of its own
 
     def init(txn: Any) -> dict:
         existing = records.get_meta(txn, "config")
@@ -170,3 +184,14 @@ def _create(
 
     config = StoreConfig(**records.write(init))
     return Models(config, records, path, embedder=emb, chunker=chunker)
+
+
+def _lexical_choice(lexical: Any) -> dict[str, Any] | None:
+    """A new store's lexical settings: on by default (see docs/hybrid.md)."""
+    if lexical is None or lexical is True:
+        return lexical_settings()
+    if lexical is False:
+        return None
+    if isinstance(lexical, dict):
+        return lexical_settings(lexical)
+    raise InvalidInputError(f"lexical must be true, false or a dict of settings, got {lexical!r}")

@@ -64,6 +64,9 @@ T = TypeVar("T")
 # On 64-bit systems a large map costs address space only; the file grows as data does.
 DEFAULT_MAP_SIZE = 1 << 40
 _DBS = ("meta", "docs", "chunks", "vectors", "sources", "log")
+# the lexical index's tables (engine/lexical.py): made with a lexical index only, so
+# stores made before it (and stores made without it) stay as they were
+_LEX_DBS = ("lex_post",)
 
 
 NOT_COMMITTED = "this write was not committed; nothing acknowledged was lost"
@@ -119,7 +122,7 @@ class Records:
                 subdir=True,
                 create=not readonly,
                 readonly=readonly,
-                max_dbs=len(_DBS),
+                max_dbs=len(_DBS) + len(_LEX_DBS),
                 map_size=map_size or DEFAULT_MAP_SIZE,
                 sync=sync,
                 metasync=sync,
@@ -185,6 +188,22 @@ class Records:
         self.vectors = txn_dbs["vectors"]
         self.sources = txn_dbs["sources"]
         self.log = txn_dbs["log"]
+        self.lex_post: Any = None
+        self.open_lexical_tables()
+
+    def open_lexical_tables(self) -> bool:
+        """Open the lexical tables if the file has them (another process may have made them since)."""
+        if self.lex_post is None:
+            try:
+                self.lex_post = self.env.open_db(_LEX_DBS[0].encode(), create=False)
+            except lmdb.NotFoundError:
+                return False
+        return True
+
+    def ensure_lexical_tables(self) -> None:
+        """Make the lexical tables (a write of their own: call outside any transaction)."""
+        if self.lex_post is None:
+            self.lex_post = self.env.open_db(_LEX_DBS[0].encode(), create=True)
 
     # -- transactions ----------------------------------------------------
     @contextmanager
