@@ -48,8 +48,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 try:
-    from langchain_core.documents import Document
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.vectorstores import VectorStore
@@ -69,7 +69,10 @@ from ..errors import InvalidInputError
 from ..types import Doc, Hit
 from ._doors import DOCUMENT_CHUNK_TOKENS, EMPTY_TEXT, whitespace_tokenizer
 
-__all__ = ["RagstoreVectorStore", "RagstoreRetriever", "DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "CONTENT_KEY", "whitespace_tokenizer"]
+__all__ = [
+    "RagstoreVectorStore", "RagstoreRetriever", "DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "CONTENT_KEY",
+    "whitespace_tokenizer",
+]
 
 CONTENT_KEY = "__ragstore_page_content__"
 
