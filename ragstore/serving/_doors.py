@@ -7,7 +7,9 @@ store created by a door keeps each one as exactly one chunk: a very large
 
 from __future__ import annotations
 
-__all__ = ["DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "whitespace_tokenizer"]
+from typing import Any
+
+__all__ = ["DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "whitespace_tokenizer", "new_store_layout"]
 
 # one chunk per framework document, however long (the frameworks split before they write)
 DOCUMENT_CHUNK_TOKENS = 1 << 20
@@ -25,3 +27,21 @@ def whitespace_tokenizer() -> str:
     tok = Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return tok.to_str()
+
+
+def new_store_layout(embedder: Any, tokenizer: Any, chunk_tokens: int | None) -> tuple[Any, Any, int | None]:
+    """(embedder, tokenizer, chunk_tokens) for a store a door creates.
+
+    One chunk per framework document, unless the embedder reads a bounded number
+    of tokens (``max_seq_length``, e.g. MiniLM's 256): a longer chunk would be
+    embedded by its start only, so the store's own chunking (the embedder's
+    tokenizer and its chunk size) cuts long documents instead. The embedder is
+    resolved once here and handed to the store."""
+    from ..embedders import DEFAULT_EMBEDDER, resolve
+
+    emb = resolve(embedder if embedder is not None else DEFAULT_EMBEDDER)
+    if tokenizer is None and chunk_tokens is None and isinstance(getattr(emb, "max_seq_length", None), int):
+        return emb, None, None
+    if tokenizer is None and (chunk_tokens is None or emb.tokenizer_json() is None):
+        tokenizer = whitespace_tokenizer()
+    return emb, tokenizer, chunk_tokens if chunk_tokens is not None else DOCUMENT_CHUNK_TOKENS

@@ -67,7 +67,7 @@ import numpy as np
 from .. import Store
 from ..errors import AlreadyExistsError, InvalidInputError
 from ..types import Doc
-from ._doors import DOCUMENT_CHUNK_TOKENS, EMPTY_TEXT, whitespace_tokenizer
+from ._doors import EMPTY_TEXT, new_store_layout
 
 __all__ = [
     "RagstoreDocumentStore",
@@ -155,10 +155,8 @@ class RagstoreDocumentStore:
             return
         if path is None:
             raise InvalidInputError("RagstoreDocumentStore needs a path (or an open store=)")
-        new = not os.path.exists(os.path.join(os.fspath(path), "data.mdb"))
-        if new:
-            tokenizer = tokenizer if tokenizer is not None else whitespace_tokenizer()
-            chunk_tokens = chunk_tokens if chunk_tokens is not None else DOCUMENT_CHUNK_TOKENS
+        if not os.path.exists(os.path.join(os.fspath(path), "data.mdb")):
+            embedder, tokenizer, chunk_tokens = new_store_layout(embedder, tokenizer, chunk_tokens)
         self.store = Store(path, embedder=embedder, tokenizer=tokenizer, chunk_tokens=chunk_tokens, metric=metric,
                            readonly=readonly, lock_timeout=lock_timeout)
         self._owns_store = True
