@@ -103,7 +103,8 @@ def test_or_not_and_nested_conditions(vs):
     rank_c, w1 = MetadataFilter(key="rank", value="c"), MetadataFilter(key="weight", value=1.0)
     assert len(_ids(vs, _f(rank_c, w1, condition=FilterCondition.OR))) == 3
     assert _ids(vs, _f(rank_c, w1)) == []
-    assert sorted(_ids(vs, _f(MetadataFilter(key="rank", value="a"), condition=FilterCondition.NOT))) == sorted([C2, C3])
+    not_a = _f(MetadataFilter(key="rank", value="a"), condition=FilterCondition.NOT)
+    assert sorted(_ids(vs, not_a)) == sorted([C2, C3])
     nested = _f(_f(rank_c, MetadataFilter(key="weight", value=3.0)), w1, condition=FilterCondition.OR)
     assert sorted(_ids(vs, nested)) == sorted([A, C3])
 
