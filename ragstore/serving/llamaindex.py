@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -77,6 +77,10 @@ from ._doors import EMPTY_TEXT, new_store_layout
 __all__ = ["RagstoreVectorStore", "RagstoreEmbedding", "LLAMAINDEX_KEY"]
 
 LLAMAINDEX_KEY = "__llamaindex__"
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 class RagstoreEmbedding(BaseEmbedding):
@@ -232,7 +236,11 @@ class RagstoreVectorStore(BasePydanticVectorStore):
             if isinstance(f, MetadataFilters):
                 parts.append(RagstoreVectorStore._filter_fn(f))
             else:
-                parts.append(build_metadata_filter_fn(lambda m: m, MetadataFilters(filters=[f])))  # type: ignore
+                # its predicate takes a key for a lookup function; with the identity as the lookup,
+                # the key is the metadata itself (typed str there, hence the casts)
+                fn = build_metadata_filter_fn(cast(Callable[[str], Mapping[str, Any]], _identity),
+                                              MetadataFilters(filters=[f]))
+                parts.append(cast(Callable[[Mapping[str, Any]], bool], fn))
         cond = filters.condition or FilterCondition.AND
         if cond == FilterCondition.AND:
             return lambda meta: all(p(meta) for p in parts)
