@@ -14,7 +14,7 @@ from haystack.dataclasses import ByteStream, SparseEmbedding  # noqa: E402
 from haystack.document_stores.errors import DuplicateDocumentError  # noqa: E402
 from haystack.document_stores.types import DuplicatePolicy  # noqa: E402
 from haystack.errors import FilterError  # noqa: E402
-from haystack.testing.document_store import DocumentStoreBaseExtendedTests  # noqa: E402
+from haystack.testing.document_store import CountDocumentsByFilterTest, DocumentStoreBaseExtendedTests  # noqa: E402
 
 from ragstore import RagstoreError  # noqa: E402
 from ragstore.serving.haystack import (  # noqa: E402
@@ -32,7 +32,7 @@ def ds(tmp_path):
         yield d
 
 
-class TestRagstoreDocumentStore(DocumentStoreBaseExtendedTests):
+class TestRagstoreDocumentStore(DocumentStoreBaseExtendedTests, CountDocumentsByFilterTest):
     @pytest.fixture()
     def document_store(self, tmp_path):  # type: ignore[override]
         with RagstoreDocumentStore(tmp_path / "hs", embedder=HashEmbedder()) as d:

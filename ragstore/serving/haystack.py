@@ -1,7 +1,8 @@
 """A Haystack ``DocumentStore`` backed by a ragstore store, and components to search it.
 
 ``pip install 'ragstore[haystack]'`` (haystack-ai). It passes Haystack's
-``DocumentStoreBaseExtendedTests`` (see tests/test_haystack.py)::
+``DocumentStoreBaseExtendedTests`` and ``CountDocumentsByFilterTest`` (see
+tests/test_haystack.py)::
 
     from haystack import Pipeline
     from ragstore.serving.haystack import (
@@ -19,7 +20,9 @@ How Haystack's model maps onto ragstore's (docs/integrations.md says why):
 
 - A Haystack ``Document`` is already a chunk (a ``DocumentSplitter`` made it):
   each becomes one ragstore document, stored as **one chunk** in a store this
-  class creates (``chunk_tokens = 2**20``, a whitespace tokenizer).
+  class creates (``chunk_tokens = 2**20``, a whitespace tokenizer), unless the
+  embedder reads a bounded number of tokens (MiniLM: 256): then the store's
+  own chunking cuts long ones, and a search returns each Document once.
 - ``Document.id`` is the ragstore document id; ``content`` is its text;
   ``meta`` is its meta, with the Haystack fields ragstore has no place for
   (``embedding``, ``blob``, ``sparse_embedding``, ``score``, and ``content``

@@ -15,7 +15,8 @@ How LlamaIndex's model maps onto ragstore's (docs/integrations.md says why):
 
 - A LlamaIndex node is already a chunk (a node parser made it): each becomes
   one ragstore document, stored as **one chunk** in a store this class creates
-  (``chunk_tokens = 2**20``, a whitespace tokenizer). The node id is the
+  (``chunk_tokens = 2**20``, a whitespace tokenizer; with an embedder that reads
+  a bounded number of tokens, such as MiniLM, the store's own chunking). The node id is the
   ragstore document id, its text the document's text (``stores_text=True``:
   the index needs no separate docstore to answer).
 - ``metadata`` is the document's meta, so filters see it as given; the rest of
