@@ -177,6 +177,9 @@ class RagstoreDocumentStore:
         self.close()
 
     def to_dict(self) -> dict[str, Any]:
+        """Haystack's serialization: the path and the options given. An embedder given as an
+        object is left out (None): ``from_dict`` reopens the store with the embedder it records,
+        resolved by name (enough to read and filter; writes and searches need that name to resolve)."""
         if self._init["path"] is None:
             raise InvalidInputError("a RagstoreDocumentStore made from an open store= cannot be serialized")
         return default_to_dict(self, **self._init)
