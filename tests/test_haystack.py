@@ -5,6 +5,8 @@ Skipped cleanly when the 'haystack' extra (haystack-ai) is not installed.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 pytest.importorskip("haystack")
@@ -15,6 +17,16 @@ from haystack.document_stores.errors import DuplicateDocumentError  # noqa: E402
 from haystack.document_stores.types import DuplicatePolicy  # noqa: E402
 from haystack.errors import FilterError  # noqa: E402
 from haystack.testing.document_store import CountDocumentsByFilterTest, DocumentStoreBaseExtendedTests  # noqa: E402
+from haystack.testing.document_store_async import (  # noqa: E402
+    CountDocumentsAsyncTest,
+    CountDocumentsByFilterAsyncTest,
+    DeleteAllAsyncTest,
+    DeleteByFilterAsyncTest,
+    DeleteDocumentsAsyncTest,
+    FilterDocumentsAsyncTest,
+    UpdateByFilterAsyncTest,
+    WriteDocumentsAsyncTest,
+)
 
 from ragstore import RagstoreError  # noqa: E402
 from ragstore.serving.haystack import (  # noqa: E402
@@ -24,6 +36,12 @@ from ragstore.serving.haystack import (  # noqa: E402
     RagstoreTextEmbedder,
 )
 from ragstore.testing import HashEmbedder  # noqa: E402
+
+
+def _equal_by_id(received: list[Document], expected: list[Document]) -> None:
+    # filter_documents returns Documents in the byte order of their ids, not in the order written
+    # (the suites' hook for stores whose order differs); each Document must still be equal
+    assert sorted(received, key=lambda d: d.id) == sorted(expected, key=lambda d: d.id)
 
 
 @pytest.fixture()
@@ -38,11 +56,7 @@ class TestRagstoreDocumentStore(DocumentStoreBaseExtendedTests, CountDocumentsBy
         with RagstoreDocumentStore(tmp_path / "hs", embedder=HashEmbedder()) as d:
             yield d
 
-    @staticmethod
-    def assert_documents_are_equal(received: list[Document], expected: list[Document]) -> None:
-        # filter_documents returns Documents in the byte order of their ids, not in the order written
-        # (the hook Haystack provides for stores whose order differs); each Document must be equal
-        assert sorted(received, key=lambda d: d.id) == sorted(expected, key=lambda d: d.id)
+    assert_documents_are_equal = staticmethod(_equal_by_id)
 
     def test_write_documents(self, document_store):
         # the suite leaves the default policy to the store: NONE means FAIL, as in Haystack's in-memory store
@@ -52,6 +66,30 @@ class TestRagstoreDocumentStore(DocumentStoreBaseExtendedTests, CountDocumentsBy
             document_store.write_documents([doc])
         self.assert_documents_are_equal(document_store.filter_documents(), [doc])
 
+
+class TestRagstoreDocumentStoreAsync(
+    CountDocumentsAsyncTest, CountDocumentsByFilterAsyncTest, DeleteAllAsyncTest, DeleteByFilterAsyncTest,
+    DeleteDocumentsAsyncTest, FilterDocumentsAsyncTest, UpdateByFilterAsyncTest, WriteDocumentsAsyncTest,
+):
+    """Haystack's async suites (the AsyncDocumentStore methods run the sync ones in threads)."""
+
+    pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytest_asyncio") is None,
+                                    reason="the async suites need pytest-asyncio (the test extra)")
+
+    @pytest.fixture()
+    def document_store(self, tmp_path):
+        with RagstoreDocumentStore(tmp_path / "hs", embedder=HashEmbedder()) as d:
+            yield d
+
+    assert_documents_are_equal = staticmethod(_equal_by_id)
+
+    @pytest.mark.asyncio
+    async def test_write_documents_async(self, document_store):
+        doc = Document(content="test doc")
+        assert await document_store.write_documents_async([doc]) == 1
+        with pytest.raises(DuplicateDocumentError):
+            await document_store.write_documents_async([doc])
+        self.assert_documents_are_equal(await document_store.filter_documents_async(), [doc])
 
 def test_every_field_round_trips(ds):
     docs = [

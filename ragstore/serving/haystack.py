@@ -46,6 +46,7 @@ How Haystack's model maps onto ragstore's (docs/integrations.md says why):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -322,6 +323,38 @@ class RagstoreDocumentStore:
     def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
         return len(self._matching(filters))
 
+    # ------------------------------------------------------------------ async (Haystack's AsyncDocumentStore)
+    # The store's calls are blocking (LMDB, usearch, the embedder): each runs in a worker thread,
+    # writes one at a time under the write lock, so an event loop is never blocked.
+    async def count_documents_async(self) -> int:
+        return await asyncio.to_thread(self.count_documents)
+
+    async def filter_documents_async(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        return await asyncio.to_thread(self.filter_documents, filters)
+
+    async def write_documents_async(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
+        return await asyncio.to_thread(self.write_documents, documents, policy)
+
+    async def delete_documents_async(self, document_ids: list[str]) -> None:
+        await asyncio.to_thread(self.delete_documents, document_ids)
+
+    async def delete_all_documents_async(self, recreate_index: bool = False) -> None:
+        await asyncio.to_thread(self.delete_all_documents, recreate_index)
+
+    async def delete_by_filter_async(self, filters: dict[str, Any]) -> int:
+        return await asyncio.to_thread(self.delete_by_filter, filters)
+
+    async def update_by_filter_async(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        return await asyncio.to_thread(self.update_by_filter, filters, meta)
+
+    async def count_documents_by_filter_async(self, filters: dict[str, Any]) -> int:
+        return await asyncio.to_thread(self.count_documents_by_filter, filters)
+
+    async def embedding_retrieval_async(self, query_embedding: list[float], **kwargs: Any) -> list[Document]:
+        return await asyncio.to_thread(lambda: self.embedding_retrieval(query_embedding, **kwargs))
+
     # ------------------------------------------------------------------ search
     def embedding_retrieval(
         self,
@@ -436,3 +469,9 @@ class RagstoreEmbeddingRetriever:
             return_embedding=self.return_embedding,
         )
         return {"documents": docs}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self, query_embedding: list[float], filters: dict[str, Any] | None = None, top_k: int | None = None
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.run, query_embedding, filters, top_k)
