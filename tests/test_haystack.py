@@ -185,3 +185,20 @@ def test_serialization_round_trip(tmp_path):
         r2 = RagstoreEmbeddingRetriever.from_dict(r.to_dict())
         assert r2.top_k == 3 and r2.document_store.to_dict() == data
         r2.document_store.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytest_asyncio") is None, reason="needs pytest-asyncio")
+@pytest.mark.asyncio
+async def test_async_pipeline(ds):
+    await ds.write_documents_async([Document(content="The owl hunts mice at night."),
+                                    Document(content="A cargo ship crossed the ocean.")])
+    try:  # Haystack 2: a separate AsyncPipeline; Haystack 3: Pipeline.run_async
+        from haystack import AsyncPipeline as Pipe  # type: ignore[attr-defined]
+    except ImportError:
+        Pipe = Pipeline
+    p = Pipe()
+    p.add_component("embedder", RagstoreTextEmbedder(ds))
+    p.add_component("retriever", RagstoreEmbeddingRetriever(ds, top_k=1))
+    p.connect("embedder.embedding", "retriever.query_embedding")
+    out = await p.run_async({"embedder": {"text": "owl at night"}})
+    assert [d.content for d in out["retriever"]["documents"]] == ["The owl hunts mice at night."]
