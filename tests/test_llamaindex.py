@@ -11,6 +11,7 @@ through ``VectorStoreIndex``. Skipped when the 'llamaindex' extra is missing.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 from pathlib import Path
 
@@ -151,6 +152,23 @@ def test_index_end_to_end_with_hash_embedder(tmp_path):
         assert [n.get_content() for n in empty] == [""]
         index.delete_ref_doc("owl")
         assert all(h.node.ref_doc_id != "owl" for h in index.as_retriever(similarity_top_k=5).retrieve("owl"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytest_asyncio") is None, reason="needs pytest-asyncio")
+@pytest.mark.asyncio
+async def test_async_index_and_retrieval(tmp_path):
+    emb = HashEmbedder()
+    with RagstoreVectorStore(tmp_path / "li", embedder=emb) as vs:
+        index = VectorStoreIndex(nodes=[], storage_context=StorageContext.from_defaults(vector_store=vs),
+                                 embed_model=RagstoreEmbedding(emb), use_async=True)
+        await index.ainsert_nodes([TextNode(text="owls hunt at night", id_="n1"),
+                                   TextNode(text="ships cross the ocean", id_="n2")])
+        hits = await index.as_retriever(similarity_top_k=1).aretrieve("owls at night")
+        assert [h.node.node_id for h in hits] == ["n1"]
+        await vs.adelete_nodes(["n1"])
+        assert [n.node_id for n in await vs.aget_nodes()] == ["n2"]
+        await vs.aclear()
+        assert len(vs.store) == 0
 
 
 @pytest.mark.skipif(not WIKI.exists(), reason=f"{WIKI} (the shared data folder) is not here")

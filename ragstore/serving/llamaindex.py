@@ -39,6 +39,7 @@ How LlamaIndex's model maps onto ragstore's (docs/integrations.md says why):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -347,3 +348,28 @@ class RagstoreVectorStore(BasePydanticVectorStore):
             found = [(by_id[i], s) for i, s in zip(ids, sims, strict=True)]
         return VectorStoreQueryResult(nodes=[n for n, _ in found], similarities=[float(s) for _, s in found],
                                       ids=[n.node_id for n, _ in found])
+
+    # ------------------------------------------------------------------ async
+    # The store's calls block (LMDB, usearch, the embedder): the async methods run the sync ones
+    # in worker threads (writes one at a time under the write lock), so an event loop is never blocked.
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        return await asyncio.to_thread(self.add, nodes, **kwargs)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
+
+    async def adelete_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
+    ) -> None:
+        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
+
+    async def aclear(self) -> None:
+        await asyncio.to_thread(self.clear)
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        return await asyncio.to_thread(self.query, query, **kwargs)
