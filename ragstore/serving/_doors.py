@@ -40,8 +40,8 @@ def new_store_layout(embedder: Any, tokenizer: Any, chunk_tokens: int | None) ->
     from ..embedders import DEFAULT_EMBEDDER, resolve
 
     emb = resolve(embedder if embedder is not None else DEFAULT_EMBEDDER)
-    if tokenizer is None and chunk_tokens is None and isinstance(getattr(emb, "max_seq_length", None), int):
-        return emb, None, None
+    if isinstance(getattr(emb, "max_seq_length", None), int):
+        return emb, tokenizer, chunk_tokens  # the store's defaults for what is not given
     if tokenizer is None and (chunk_tokens is None or emb.tokenizer_json() is None):
         tokenizer = whitespace_tokenizer()
     return emb, tokenizer, chunk_tokens if chunk_tokens is not None else DOCUMENT_CHUNK_TOKENS
