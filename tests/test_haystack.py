@@ -127,6 +127,12 @@ def test_malformed_filters_raise_on_an_empty_store(ds):
         with pytest.raises(FilterError):
             ds.filter_documents(bad)
     ds.write_documents([Document(content="x", meta={"n": 1})])
+    for empty in (None, {}):  # never read as "every Document"
+        with pytest.raises(FilterError):
+            ds.delete_by_filter(empty)
+        with pytest.raises(FilterError):
+            ds.update_by_filter(empty, {"n": 2})
+    assert ds.filter_documents() == [Document(content="x", meta={"n": 1})]
     with pytest.raises(RagstoreError):  # a type error found while evaluating: also a ragstore error
         ds.filter_documents({"field": "meta.n", "operator": ">", "value": "1"})
 

@@ -301,13 +301,18 @@ class RagstoreDocumentStore:
                 self.store.compact()
 
     def delete_by_filter(self, filters: dict[str, Any]) -> int:
-        """Delete the Documents matching ``filters``; returns how many."""
-        ids = [d.id for d in self._matching(filters)] if filters else list(self.store.doc_ids())
+        """Delete the Documents matching ``filters``; returns how many. Empty filters are
+        refused (not read as "everything"): :meth:`delete_all_documents` says so."""
+        if not filters:
+            raise HaystackFilterError("delete_by_filter needs filters; use delete_all_documents() to delete all")
+        ids = [d.id for d in self._matching(filters)]
         with self._write_lock:
             return len(self.store.delete_many(ids, missing_ok=True).doc_ids)
 
     def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
         """Merge ``meta`` into the meta of the Documents matching ``filters``; returns how many."""
+        if not filters:
+            raise HaystackFilterError("update_by_filter needs filters (empty ones would update every Document)")
         if not isinstance(meta, dict) or HAYSTACK_KEY in meta:
             raise InvalidInputError(f"meta must be a dict without the reserved key {HAYSTACK_KEY!r}")
         docs = self._matching(filters)
