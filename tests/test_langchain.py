@@ -13,9 +13,9 @@ pytest.importorskip("langchain_tests")
 pytest.importorskip("pytest_asyncio")  # the standard suite has async tests
 
 from langchain_core.documents import Document  # noqa: E402
-from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
+from langchain_tests.integration_tests import RetrieversIntegrationTests, VectorStoreIntegrationTests  # noqa: E402
 
-from ragstore.serving.langchain import CONTENT_KEY, RagstoreVectorStore  # noqa: E402
+from ragstore.serving.langchain import CONTENT_KEY, RagstoreRetriever, RagstoreVectorStore  # noqa: E402
 
 
 class TestRagstoreVectorStoreStandard(VectorStoreIntegrationTests):
@@ -32,6 +32,36 @@ class TestRagstoreVectorStoreStandard(VectorStoreIntegrationTests):
             yield vs
         finally:
             vs.close()
+
+
+class TestRagstoreRetrieverStandard(RetrieversIntegrationTests):
+    pytestmark = [
+        pytest.mark.asyncio,
+        pytest.mark.filterwarnings("ignore:The test <Function:pytest.PytestWarning"),
+    ]
+
+    @pytest.fixture(autouse=True)
+    def _store(self, tmp_path):
+        # the suite builds retrievers from retriever_constructor_params (a property, no fixtures):
+        # each test gets a store of five Documents made here
+        self._vs = RagstoreVectorStore(tmp_path / "lc", VectorStoreIntegrationTests.get_embeddings())
+        self._vs.add_texts([f"owls and foxes hunt at night, note {i}" for i in range(5)])
+        try:
+            yield
+        finally:
+            self._vs.close()
+
+    @property
+    def retriever_constructor(self) -> type[RagstoreRetriever]:
+        return RagstoreRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"vectorstore": self._vs}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "what hunts at night?"
 
 
 @pytest.fixture()
@@ -106,3 +136,15 @@ def test_reopen_refuses_another_embedding_model(tmp_path):
         RagstoreVectorStore(tmp_path / "s", DeterministicFakeEmbedding(size=16))
     with RagstoreVectorStore(tmp_path / "s", DeterministicFakeEmbedding(size=8)) as again:
         assert again.similarity_search("x", k=1) == []
+
+
+def test_retriever_k_filter_and_scores(vs):
+    vs.add_texts(["alpha", "beta", "gamma"], [{"g": 1}, {"g": 2}, {"g": 1}], ids=["a", "b", "c"])
+    r = RagstoreRetriever(vectorstore=vs, k=2, search_kwargs={"filter": {"g": 1}}, with_scores=True)
+    got = r.invoke("alpha")
+    assert [d.id for d in got] == ["a", "c"]
+    assert got[0].metadata["g"] == 1 and got[0].metadata["score"] == pytest.approx(1.0, abs=1e-5)
+    assert [d.id for d in r.invoke("beta", k=3, filter=None)][0] == "b"  # invoke's keywords win
+    assert r.invoke("alpha", k=0) == []
+    with pytest.raises(ValueError):
+        r.invoke("alpha", k=-1)

@@ -48,10 +48,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 try:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
+    from langchain_core.retrievers import BaseRetriever
     from langchain_core.vectorstores import VectorStore
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
+    from pydantic import ConfigDict, Field
 except ImportError as e:  # pragma: no cover - exercised without the extra
     raise ImportError(
         f"ragstore's LangChain adapter needs the 'langchain' extra ({e.name} is missing): "
@@ -64,24 +67,14 @@ from .. import Store
 from ..embedders.base import CallableEmbedder
 from ..errors import InvalidInputError
 from ..types import Doc, Hit
+from ._doors import DOCUMENT_CHUNK_TOKENS, EMPTY_TEXT, whitespace_tokenizer
 
-__all__ = ["RagstoreVectorStore", "DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "CONTENT_KEY", "whitespace_tokenizer"]
+__all__ = [
+    "RagstoreVectorStore", "RagstoreRetriever", "DOCUMENT_CHUNK_TOKENS", "EMPTY_TEXT", "CONTENT_KEY",
+    "whitespace_tokenizer",
+]
 
-DOCUMENT_CHUNK_TOKENS = 1 << 20
-EMPTY_TEXT = "(empty)"
 CONTENT_KEY = "__ragstore_page_content__"
-
-
-def whitespace_tokenizer() -> str:
-    """tokenizer.json of a tokenizer whose tokens are whitespace-separated words.
-
-    Needs no model file; with one chunk per Document it only has to find where
-    the text starts and ends."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return tok.to_str()
 
 
 def _embedder_name(embedding: Embeddings) -> str:
@@ -371,3 +364,36 @@ def _matches(doc: Document, filter: Any) -> bool:
     if callable(filter):
         return bool(filter(doc))
     return all(doc.metadata.get(key) == value for key, value in filter.items())
+
+
+class RagstoreRetriever(BaseRetriever):
+    """A LangChain retriever over a :class:`RagstoreVectorStore`: the ``k`` nearest Documents.
+
+    ``RagstoreRetriever(vectorstore=vs, k=4, search_kwargs={})``; ``invoke(query, k=...)``
+    overrides ``k`` for one call, and other keywords given to ``invoke`` (``filter``,
+    ``sources``, ``exclude_docs``) override ``search_kwargs``. Each Document's similarity
+    is in ``metadata["score"]`` when ``with_scores=True``.
+
+    Unlike ``vs.as_retriever()`` (LangChain's generic wrapper, which takes ``k`` only
+    through ``search_kwargs``), ``k`` is a field, as LangChain's retriever tests expect.
+    """
+
+    # the vector store is a plain Python object, not a pydantic model
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    vectorstore: RagstoreVectorStore
+    k: int = 4
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    with_scores: bool = False
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        k = kwargs.pop("k", self.k)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
+        found = self.vectorstore.similarity_search_with_score(query, k, **{**self.search_kwargs, **kwargs})
+        if not self.with_scores:
+            return [d for d, _ in found]
+        return [Document(id=d.id, page_content=d.page_content, metadata={**d.metadata, "score": s})
+                for d, s in found]
