@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from helpers import wiki_docs
 
+from helpers import wiki_docs
 from ragstore.errors import InvalidInputError, RagstoreError
 from ragstore.retrieval import ralm
 from ragstore.retrieval.pipeline import subsample_keep
@@ -88,9 +88,7 @@ def test_every_token_scored_once_within_window():
     assert got == ids and i == len(lm.calls)
     assert res.tokens == sum(map(len, ids)) == sum(r[1] for r in res.per_stride)
     assert res.strides == res.lm_calls == sum(math.ceil(len(t) / 16) for t in ids)
-    # the prefix right before the targets is always in the context (as much as fits)
-    for ctx, tgt in lm.calls:
-        assert len(tgt) <= 16
+    assert all(len(tgt) <= 16 for _, tgt in lm.calls)
 
 
 def test_queries_are_last_query_tokens_of_prefix_in_one_batch():
