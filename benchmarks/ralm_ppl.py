@@ -130,8 +130,12 @@ def build(a) -> None:
     store.close()
 
 
-def eval_texts(lm, tokens: int) -> dict[str, list[str]]:
-    """{set name: texts} of about ``tokens`` LM tokens each."""
+def eval_texts(lm, tokens: int, names: list[str]) -> dict[str, list[str]]:
+    """{set name: texts} of about ``tokens`` LM tokens each.
+
+    wiki-stored (only on request) is the opposite of held aside: articles that
+    ARE in the store (documents 1000, 1001, ... of the cache's file order), to
+    show what leakage does and what the filter removes."""
     with gzip.open(DATA / "wikitext-2" / "test.txt.gz", "rt", encoding="utf-8") as f:
         raw = f.read(200_000)
     ids = lm.tokenize(raw)
@@ -148,7 +152,21 @@ def eval_texts(lm, tokens: int) -> dict[str, list[str]]:
             total += 512
             if total >= tokens:
                 break
-    return {"wikitext2-test": wt, "wiki-held-aside": held}
+    out = {"wikitext2-test": wt, "wiki-held-aside": held}
+    if "wiki-stored" in names:
+        import embed_cache
+
+        stored, total = [], 0
+        for d in itertools.islice(embed_cache.wiki_docs(), 1000, None):
+            t = lm.tokenize(d["text"])
+            if len(t) < 512:
+                continue
+            stored.append(lm.detokenize(t[:512]))
+            total += 512
+            if total >= tokens:
+                break
+        out["wiki-stored"] = stored
+    return {n: out[n] for n in names}
 
 
 # --------------------------------------------------------------------------- runs
@@ -168,7 +186,7 @@ class Bench:
         s = self.store.stats()
         doms = ", ".join(f"{n} {d.chunks}" for n, d in ragstore.pipeline.domains(self.store).items())
         print(f"store: {s.chunks} chunks ({doms}), {s.documents} documents, chunk_tokens 64, embedder minilm")
-        self.sets = eval_texts(self.lm, a.tokens)
+        self.sets = eval_texts(self.lm, a.tokens, a.sets.split(","))
         for name, texts in self.sets.items():
             print(f"eval {name}: {len(texts)} texts, {sum(len(self.lm.tokenize(t)) for t in texts)} LM tokens")
         self.cands: dict = {}
@@ -217,10 +235,10 @@ class Bench:
                    wall_since_start_s=time.perf_counter() - self.t0,
                    args={k: str(v) for k, v in vars(self.a).items()}, rows=self.rows, **extra)
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"{table}.json").write_text(json.dumps(out, indent=1))
+        (OUT / f"{table}{self.a.tag}.json").write_text(json.dumps(out, indent=1))
         print(f"table {table}: wall {wall:.0f} s; so far in this process: LM forwards {self.lm.computed} "
               f"({self.lm.seconds / max(self.lm.computed, 1):.2f} s each), cached {self.lm.hits}; load {load()}")
-        print(f"json: {OUT / f'{table}.json'}")
+        print(f"json: {OUT / f'{table}{self.a.tag}.json'}")
 
 
 def print_table(rows: list[dict], sets: list[str]) -> None:
@@ -260,12 +278,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embed_cache.py's folder (read only)")
     ap.add_argument("--speeches", type=int, default=10, help="speeches added (first 8,000 characters each)")
     ap.add_argument("--tokens", type=int, default=1536, help="LM tokens per evaluation set")
+    ap.add_argument("--sets", default="wikitext2-test,wiki-held-aside",
+                    help="evaluation sets, comma-separated: wikitext2-test, wiki-held-aside, wiki-stored")
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--stride", type=int, default=64)
     ap.add_argument("--query-tokens", type=int, default=32)
     ap.add_argument("--passage-tokens", type=int, default=128, help="LM tokens of retrieved text at most")
     ap.add_argument("--fetch-k", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the JSON file names (.cache/ralm/<table><tag>.json)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.table[0] == "build":
@@ -300,6 +321,7 @@ def run_table(b: Bench, table: str) -> None:
         extra["store_chunks"] = b.store.stats().chunks
         plot(b.rows[1:], sets, b.rows[0], extra["store_chunks"], REPO / "docs" / "img" / "ralm-scaling.png")
     elif table == "c":
+        b.run("no retrieval", k=0)
         b.run("no filter", k=1)
         for t in OVERLAPS:
             b.run(f"max_overlap={t}", k=1, leakage_max_overlap=t)
@@ -313,7 +335,7 @@ def run_table(b: Bench, table: str) -> None:
             b.run(f"k={k} N only, {80 * k}-token budget", k=k, with_continuation=False, max_passage_tokens=80 * k,
                   window=a.stride + 128 + 80 * k)
     elif table == "e":
-        q = [p.query for p in ralm.plan_strides(b.lm, [b.lm.tokenize(b.sets["wikitext2-test"][0])],
+        q = [p.query for p in ralm.plan_strides(b.lm, [b.lm.tokenize(next(iter(b.sets.values()))[0])],
                                                 stride=a.stride, query_tokens=a.query_tokens) if p.query][:8]
         one = []
         for text in q:
