@@ -314,6 +314,9 @@ def run_table(b: Bench, table: str) -> None:
     if table == "a":
         b.run("no retrieval", k=0)
         b.run("k=1 (N+F)", k=1)
+        # the same with the text's own prefix held at 128 tokens: the passage is added, not swapped for context
+        b.run("no retrieval, window 192", k=0, window=a.stride + 128)
+        b.run("k=1 (N+F), prefix 128", k=1, window=a.stride + 128 + a.passage_tokens)
     elif table == "b":
         b.run("no retrieval", k=0)
         for p in PS:

@@ -80,8 +80,8 @@ class PerplexityResult:
     ``ppl = exp(nll / tokens)``. ``retrieved``: strides whose context held at
     least one passage; ``no_passage``: strides that queried but kept none
     (every candidate dropped by subsampling or the leakage filter).
-    ``retrieval_s`` is the batched search of all queries, ``lm_s`` the LM
-    calls; ``per_stride`` holds (start, n_targets, nll, passage tokens) per
+    ``retrieval_s`` is the batched search of all queries (about 0 when
+    ``candidates=`` were given), ``lm_s`` the LM calls; ``per_stride`` holds (start, n_targets, nll, passage tokens) per
     stride, text by text, for finer analysis.
     """
 
