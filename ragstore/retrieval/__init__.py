@@ -1,6 +1,8 @@
 """What retrieval-based LMs do with a store: RETRO sequences (:mod:`.retro`),
-the MassiveDS post-hoc pipeline (:mod:`.pipeline`) and prompts (:mod:`.prompting`)."""
+the MassiveDS post-hoc pipeline (:mod:`.pipeline`), prompts (:mod:`.prompting`)
+and In-Context RALM perplexity with a real LM (:mod:`.ralm`; the optional
+transformers GGUF LM is in :mod:`.lm_gguf`, imported on demand)."""
 
-from . import pipeline, prompting, retro
+from . import pipeline, prompting, ralm, retro
 
-__all__ = ["retro", "pipeline", "prompting"]
+__all__ = ["retro", "pipeline", "prompting", "ralm"]
