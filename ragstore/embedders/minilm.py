@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import EmbedderNotAvailableError, InvalidInputError
+from .base import check_texts, length_batches
 
 # the encoder's math moved to .bert; its activations stay importable here (tests use them)
 from .bert import _gelu_tanh_x2 as _gelu_tanh_x2
@@ -279,12 +280,7 @@ class MiniLM:
         Texts longer than ``max_seq_length`` tokens (256, [CLS] and [SEP]
         included) are truncated, as sentence-transformers does.
         """
-        if isinstance(texts, (str, bytes)):
-            raise InvalidInputError("encode() takes a list of strings, not a single string: wrap it in a list")
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInputError(f"text {i} is a {type(t).__name__}, not a str")
+        texts = check_texts(texts)
         n = len(texts)
         w = self._w
         out = np.empty((n, w.d), np.float32)
@@ -292,19 +288,9 @@ class MiniLM:
             return out
         encs = w.tokenizer.encode_batch(texts)
         lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
-        order = np.argsort(lens, kind="stable")
-        max_tokens = self.max_batch_tokens
-        if self.workers > 1:  # enough batches to keep every worker busy
-            max_tokens = max(256, min(max_tokens, -(-int(lens.sum()) // self.workers)))
-        batches = []
-        i = 0
-        while i < n:
-            # the batch is the sorted run starting at i: its last sequence is the longest
-            j = i + 1
-            while j < n and j - i < self.max_batch_size and (j - i + 1) * lens[order[j]] <= max_tokens:
-                j += 1
-            batches.append(order[i:j])
-            i = j
+        batches = length_batches(
+            lens, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens, workers=self.workers
+        )
 
         def run(idx: np.ndarray) -> None:
             bl = lens[idx]

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import EmbedderNotAvailableError, InvalidInputError
 from . import minilm as _minilm
+from .base import check_texts, length_batches
 
 __all__ = ["MiniLMInt8", "build_model", "cache_dir", "EXTRA_HINT", "BUILDER_VERSION"]
 
@@ -480,32 +481,17 @@ class MiniLMInt8:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, shape (len(texts), dim), C-contiguous, in input order."""
-        if isinstance(texts, (str, bytes)):
-            raise InvalidInputError("encode() takes a list of strings, not a single string: wrap it in a list")
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInputError(f"text {i} is a {type(t).__name__}, not a str")
+        texts = check_texts(texts)
         n = len(texts)
         out = np.empty((n, self.dim), np.float32)
         if n == 0:
             return out
         encs = self._tok.encode_batch(texts)
         lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
-        # sorted by length, so each batch pads to its own longest sequence only
-        order = np.argsort(lens, kind="stable")
         run = self._session.session.run  # thread-safe: one session serves every worker
-        max_tokens = self.max_batch_tokens
-        if self.workers > 1:  # enough batches to keep every worker busy
-            max_tokens = max(256, min(max_tokens, -(-int(lens.sum()) // self.workers)))
-        batches = []
-        i = 0
-        while i < n:
-            j = i + 1
-            while j < n and j - i < self.max_batch_size and (j - i + 1) * lens[order[j]] <= max_tokens:
-                j += 1
-            batches.append(order[i:j])
-            i = j
+        batches = length_batches(
+            lens, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens, workers=self.workers
+        )
 
         def one(idx: np.ndarray) -> None:
             bl = lens[idx]
