@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -13,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ragstore.serving.jsonenc import default, dumps
+from ragstore.serving.jsonenc import dumps
 from ragstore.types import Hit
 
 __all__ = ["print_json", "print_rows", "human_bytes", "print_hits", "plural"]
@@ -26,22 +24,7 @@ def print_json(obj: Any) -> None:
     or infinity, which strict JSON refuses (``json`` would print ``NaN``, which no
     parser reads); such values are printed as null.
     """
-    try:
-        text = dumps(obj, indent=2)
-    except ValueError:  # "Out of range float values are not JSON compliant"
-        text = dumps(_finite(json.loads(json.dumps(obj, allow_nan=True, default=default))), indent=2)
-    sys.stdout.write(text + "\n")
-
-
-def _finite(v: Any) -> Any:
-    """``v`` (plain JSON values) with NaN and infinities replaced by None."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
+    sys.stdout.write(dumps(obj, indent=2) + "\n")
 
 
 def print_rows(rows: Sequence[tuple[str, str]]) -> None:

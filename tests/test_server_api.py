@@ -252,3 +252,47 @@ def test_openapi_module_writes_the_committed_schema():
                        env=_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------- the server's disk, not the request
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (ragstore.DiskFullError("the disk holding the store is full; free space and retry"), 507),
+        (ragstore.StoreNotWritableError("the store's folder is read-only; make it writable"), 503),
+        (ragstore.StorageError("I/O error writing the store; check the disk"), 503),
+    ],
+)
+def test_storage_failures_have_their_own_status(client, store, monkeypatch, exc, status):
+    """A full or read-only disk is the server's state, not bad input: not 4xx, not a bare 500."""
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(store, "add", fail)
+    monkeypatch.setattr(store, "add_many", fail)
+    before = store.stats().documents
+    r = client.put("/documents/new", json={"text": "a document the disk cannot take"})
+    body = assert_error(r, status, type(exc).__name__)
+    assert str(exc) in body["message"]
+    assert store.stats().documents == before
+
+
+def test_a_store_holding_nan_answers_valid_json(tmp_path, monkeypatch):
+    """Stores written before metadata was checked may hold NaN: the reply is still JSON (null)."""
+    from ragstore.engine import ingest as ingest_mod
+    from ragstore.serving.http import create_app
+
+    path = tmp_path / "nan"
+    with monkeypatch.context() as m:
+        m.setattr(ingest_mod, "check_meta", lambda meta: dict(meta or {}))
+        with ragstore.open(path, embedder=HashEmbedder(), chunk_tokens=16) as s:
+            s.add("n", "owls hunt at night", meta={"v": float("nan"), "w": [float("inf")], "ok": 1})
+    with ragstore.open(path, embedder=HashEmbedder()) as st, TestClient(create_app(st)) as c:
+        r = c.post("/query", json={"query": "owls hunt at night", "k": 1})
+        assert r.status_code == 200, r.text
+        assert "NaN" not in r.text and "Infinity" not in r.text
+        hit = json.loads(r.text, parse_constant=lambda x: pytest.fail(f"invalid JSON constant {x}"))["hits"][0]
+        assert hit["doc_id"] == "n" and hit["meta"] == {"v": None, "w": [None], "ok": 1}
+        r = c.get("/documents/n")
+        assert r.status_code == 200 and r.json()["meta"]["v"] is None

@@ -1,7 +1,9 @@
 """The one JSON encoding of ragstore's outputs (HTTP bodies, MCP results, ``--json``).
 
-Strict JSON: NaN and infinity are refused (they are not JSON), bytes in
-metadata written by the library come out as hex, numpy values as numbers and
+Strict JSON: NaN and infinity are not JSON, so they come out as null (the
+library refuses them in new metadata, but a store written before it checked
+may hold them, and a reply must still parse); bytes in metadata written by
+the library come out as hex, numpy values as numbers and
 lists, dataclass results (``Hit``, ``Stats`` ...) as objects.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 __all__ = ["default", "dumps", "to_jsonable"]
@@ -28,15 +31,25 @@ def default(o: Any) -> Any:
 
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:
-    """Strict JSON text; compact unless ``indent`` is given."""
-    return json.dumps(
-        obj,
-        ensure_ascii=False,
-        allow_nan=False,
-        indent=indent,
-        separators=None if indent is not None else (",", ":"),
-        default=default,
-    )
+    """Strict JSON text (NaN and infinities as null); compact unless ``indent`` is given."""
+    separators = None if indent is not None else (",", ":")
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent, separators=separators,
+                          default=default)
+    except ValueError:  # "Out of range float values are not JSON compliant": the rare slow path
+        plain = _finite(json.loads(json.dumps(obj, allow_nan=True, default=default)))
+        return json.dumps(plain, ensure_ascii=False, allow_nan=False, indent=indent, separators=separators)
+
+
+def _finite(v: Any) -> Any:
+    """``v`` (plain JSON values) with NaN and infinities replaced by None."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def to_jsonable(obj: Any) -> Any:

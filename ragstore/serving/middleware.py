@@ -27,13 +27,16 @@ from ..errors import (
     AlreadyExistsError,
     ConfigMismatchError,
     CorruptStoreError,
+    DiskFullError,
     EmbedderNotAvailableError,
     InvalidInputError,
     NotFoundError,
     RagstoreError,
     ReadOnlyError,
+    StorageError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotWritableError,
 )
 from . import jsonenc
 
@@ -60,6 +63,11 @@ ERROR_STATUS: list[tuple[type[RagstoreError], int]] = [
     (StoreClosedError, 503),
     (EmbedderNotAvailableError, 503),
     (CorruptStoreError, 500),
+    # the server's disk, not the request: 507 tells a client that retrying the same
+    # write will not help until space is freed; 503 that the store may come back
+    (DiskFullError, 507),
+    (StoreNotWritableError, 503),
+    (StorageError, 503),
     (RagstoreError, 400),
 ]
 
