@@ -135,6 +135,10 @@ def _positive_int(name: str, value: Any, *, optional: bool = False) -> None:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
+# ``k`` left out of a query call: that of its options (10 by default); an explicit None is refused
+NOT_GIVEN: Any = object()
+
+
 @dataclass(frozen=True)
 class QueryOptions:
     """How a query searches. Every default is defined here once.
@@ -206,6 +210,20 @@ class QueryOptions:
             return cls(**{k: v for k, v in given.items() if v is not None})
         except TypeError:
             return cls().merged(**given)  # raises, naming the unknown option
+
+    @classmethod
+    def for_call(cls, options: QueryOptions | None, k: Any, given: dict[str, Any]) -> QueryOptions:
+        """A query call's options: ``options`` (or the defaults), then the keywords, then ``k``.
+
+        ``k`` is :data:`NOT_GIVEN` when the caller left it out.
+        """
+        if options is None:  # the common call: one constructor, no copies
+            merged = cls.of(**given)
+            if k is not NOT_GIVEN:
+                merged = merged.replace(k=k) if given else cls(k=k)
+            return merged
+        merged = options.merged(**given)
+        return merged if k is NOT_GIVEN else merged.replace(k=k)
 
     def merged(self, **given: Any) -> QueryOptions:
         """These options with each of ``given`` that is not None put in its place."""

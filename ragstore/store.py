@@ -21,17 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from .config import QueryOptions
+from .config import NOT_GIVEN, QueryOptions
 from .embedders.base import Embedder
 from .engine.chunking import Chunker, check_text
 from .engine.hybrid import LexicalSearcher, query_texts
 from .engine.index import VectorIndex
 from .engine.ingest import IngestRun
-from .engine.inputs import check_doc_id, check_source
+from .engine.inputs import check_doc_id
 from .engine.lexical import LexicalIndex
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
 from .engine.models import Models, open_config
+from .engine.reads import Reader
 from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
@@ -60,10 +61,6 @@ from .types import (
 )
 
 __all__ = ["Store", "open"]
-
-# ``k`` when not given: that of ``options`` (10 by default); an explicit None is refused
-_FROM_OPTIONS: Any = object()
-
 
 def open(path: str | os.PathLike[str], **kwargs: Any) -> Store:  # noqa: A001 - mirrors lmdb.open
     """Open (or create) the store at ``path``. See :class:`Store` for options."""
@@ -151,6 +148,8 @@ class Store:
             self._sync = IndexSync(self._records, self._index, vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim,
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
+            self._reader = Reader(self._records, self._searcher, where=self.path,
+                                  vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim)
             self._lexical = LexicalIndex(self._records)
             self._lexsearch = LexicalSearcher(self._records, self._lexical, self._searcher)
             self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
@@ -319,85 +318,44 @@ class Store:
     # ------------------------------------------------------------------ reads
     def get(self, doc_id: str) -> Document:
         """The stored document, with its text rebuilt exactly from its chunks."""
-        rec = self._reader()
-        doc_id = check_doc_id(doc_id)
-        with rec.read() as txn:
-            doc = rec.get_doc(txn, doc_id)
-            if doc is None:
-                raise NotFoundError(f"no document {doc_id!r} in {self.path}")
-            parts = []
-            for c in rec.doc_chunks(txn, doc_id, doc):
-                parts.append(c.pre)
-                parts.append(c.text)
-            parts.append(doc.tail)
-        return Document(id=doc_id, source=doc.source or None, meta=doc.meta, text="".join(parts),
-                        n_chunks=doc.n_chunks, n_tokens=doc.n_tokens, content_hash=doc.content_hash,
-                        first_chunk_id=doc.first_chunk)
+        return self._read().document(doc_id)
 
     def vectors(self, doc_id: str) -> np.ndarray:
         """The stored vectors of a document's chunks, float32 (n_chunks, dim), in chunk order."""
-        rec = self._reader()
-        doc_id = check_doc_id(doc_id)
-        with rec.read() as txn:
-            doc = rec.get_doc(txn, doc_id)
-            if doc is None:
-                raise NotFoundError(f"no document {doc_id!r} in {self.path}")
-            vecs = rec.doc_vectors(txn, doc, self.config.vector_numpy_dtype, self.config.dim)
-        if vecs is None:
-            raise NotFoundError(f"document {doc_id!r} in {self.path} lacks vectors; run check() to see the damage")
-        return vecs.copy()  # the LMDB buffers end with the transaction
+        return self._read().vectors(doc_id)
 
     def __contains__(self, doc_id: object) -> bool:
-        rec = self._reader()
-        if not isinstance(doc_id, str) or not doc_id:
-            return False
-        with rec.read() as txn:
-            return rec.has_doc(txn, doc_id)
+        return self._read().contains(doc_id)
 
     def __len__(self) -> int:
-        rec = self._reader()
-        with rec.read() as txn:
-            return rec.counts(txn).documents
+        return self._read().count()
 
     def doc_ids(self, *, source: str | None = None) -> Iterator[str]:
         """Document ids in byte order, optionally of one source."""
-        rec = self._reader()
-        want = None if source is None else check_source(source)
-        with rec.read() as txn:
-            ids = [doc_id for doc_id, doc in rec.iter_docs(txn) if want is None or doc.source == want]
-        return iter(ids)
+        return self._read().doc_ids(source)
 
     def sources(self) -> dict[str, int]:
         """Live chunks per source ("" for documents without one)."""
-        rec = self._reader()
-        with rec.read() as txn:
-            return rec.source_counts(txn)
+        return self._read().sources()
 
     def get_chunk(self, chunk_id: int) -> Hit:
         """One chunk with its continuation (score 0)."""
-        rec = self._reader()
-        if isinstance(chunk_id, bool) or not isinstance(chunk_id, (int, np.integer)) or not 0 <= chunk_id < 2**64:
-            raise NotFoundError(f"no chunk {chunk_id!r} in {self.path} (chunk ids are integers from 1)")
-        with rec.read() as txn:
-            hit = self._searcher.chunk_hit(txn, int(chunk_id))
-        if hit is None:
-            raise NotFoundError(f"no chunk {chunk_id} in {self.path}")
-        return hit
+        return self._read().chunk(chunk_id)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts`` by the store's embedder (normalized for cosine)."""
         self._check_open()
         return self._models.embed(texts)
 
-    def _reader(self) -> Records:
+    def _read(self) -> Reader:
         self._check_open()
-        return self._records
+        return self._reader
 
     # ------------------------------------------------------------------ queries
     def query(
         self,
         query: str | np.ndarray | Sequence[float],
-        k: int = _FROM_OPTIONS,
+        k: int = NOT_GIVEN,
         *,
         options: QueryOptions | None = None,
         **opts: Any,
@@ -422,7 +380,7 @@ class Store:
     def query_many(
         self,
         queries: Sequence[str] | np.ndarray,
-        k: int = _FROM_OPTIONS,
+        k: int = NOT_GIVEN,
         *,
         options: QueryOptions | None = None,
         **opts: Any,
@@ -433,14 +391,7 @@ class Store:
         iterable of ids per query (RETRO training batches mix documents).
         """
         self._check_open()
-        if options is None:  # the common call: one constructor, no copies
-            merged = QueryOptions.of(**opts)
-            if k is not _FROM_OPTIONS:
-                merged = merged.replace(k=k) if opts else QueryOptions(k=k)
-        else:
-            merged = options.merged(**opts)
-            if k is not _FROM_OPTIONS:
-                merged = merged.replace(k=k)
+        merged = QueryOptions.for_call(options, k, opts)
         if merged.mode != "dense":
             return self._query_lexical(queries, merged)
         Q = self._searcher.matrix(queries)
