@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import EmbedderNotAvailableError, InvalidInputError
-from .base import check_texts, length_batches
+from .batching import check_texts, length_batches
 
 # the encoder's math moved to .bert; its activations stay importable here (tests use them)
 from .bert import _gelu_tanh_x2 as _gelu_tanh_x2

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import EmbedderNotAvailableError, InvalidInputError
 from . import minilm as _minilm
-from .base import check_texts, length_batches
+from .batching import check_texts, length_batches
 
 __all__ = ["MiniLMInt8", "build_model", "cache_dir", "EXTRA_HINT", "BUILDER_VERSION"]
 

@@ -2,24 +2,22 @@
 
 Leakage of a neighbour is the longest common contiguous token run between the
 query chunk and the neighbour (with its continuation), as a fraction of the
-chunk (:func:`longest_common_run`, :func:`leakage`). :func:`leakage_report`
-gives its distribution over many sequences (:class:`LeakageReport`).
+chunk (:func:`longest_common_run`, :func:`leakage`).
 :func:`~ragstore.retrieval.retro.retrieve_sequence` filters with the metric
-(``max_overlap=``); the report is built on top of that retrieval.
+(``max_overlap=``), and :func:`~ragstore.retrieval.retro.leakage_report`
+gives its distribution over many sequences (:class:`LeakageReport`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ..types import Hit
-from .lm_tokenizer import _store_tokenizer, as_tokenizer
 
-__all__ = ["longest_common_run", "leakage", "LeakageReport", "leakage_report"]
+__all__ = ["longest_common_run", "leakage", "LeakageReport"]
 
 
 # --------------------------------------------------------------------------- leakage
@@ -104,68 +102,3 @@ class LeakageReport:
 
     __str__ = summary
 
-
-def leakage_report(
-    store: Any,
-    sequences: Sequence[Any],
-    *,
-    k: int = 2,
-    bins: int = 10,
-    quantiles: Sequence[float] = (0.5, 0.9, 0.99, 1.0),
-    tokenizer: Any = None,
-    overlap_continuation: bool = True,
-    **kwargs: Any,
-) -> LeakageReport:
-    """Leakage distribution of the neighbours of every chunk of ``sequences``.
-
-    ``sequences``: texts or token-id lists (each split and searched with
-    :func:`retrieve_sequence`, ``kwargs`` passed on), or already computed
-    :class:`SequenceNeighbours`.
-    """
-    # retro filters with the metrics above, so it imports this module; the report
-    # sits on top of retro's retrieval, hence the import here rather than at the top
-    from .retro import SequenceNeighbours, retrieve_sequence
-
-    pair_vals: list[float] = []
-    chunk_vals: list[float] = []
-    chunk_runs: list[int] = []
-    for seq in sequences:
-        if isinstance(seq, SequenceNeighbours):
-            res = seq
-            tok = as_tokenizer(tokenizer) if tokenizer is not None else (res.tokenizer or _store_tokenizer(store))
-        else:
-            tok = _store_tokenizer(store) if tokenizer is None else as_tokenizer(tokenizer)
-            res = retrieve_sequence(store, seq, k=k, tokenizer=tok, **kwargs)
-        for u, hits in enumerate(res.neighbours):
-            src = res.retrieved_with[u]
-            if src is None or not hits:
-                continue
-            q_ids = tok.encode(res.chunks[src].text)
-            if not q_ids:
-                continue
-            runs = [
-                longest_common_run(q_ids, ids)
-                for ids in tok.encode_batch([_neighbour_text(h, overlap_continuation) for h in hits])
-            ]
-            vals = [min(1.0, r / len(q_ids)) for r in runs]
-            pair_vals.extend(vals)
-            chunk_vals.append(max(vals))
-            chunk_runs.append(max(runs))
-    cv = np.asarray(chunk_vals, dtype=np.float64)
-    cr = np.asarray(chunk_runs, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    hist = np.histogram(cv, bins=edges)[0] if len(cv) else np.zeros(bins, dtype=int)
-    qs = {float(p): (float(np.quantile(cv, p)) if len(cv) else 0.0) for p in quantiles}
-    rq = {float(p): (float(np.quantile(cr, p)) if len(cr) else 0.0) for p in quantiles}
-    return LeakageReport(
-        n_chunks=len(cv),
-        n_pairs=len(pair_vals),
-        mean=float(cv.mean()) if len(cv) else 0.0,
-        quantiles=qs,
-        run_tokens_quantiles=rq,
-        bin_edges=[float(e) for e in edges],
-        histogram=[int(c) for c in hist],
-        pair_values=np.asarray(pair_vals, dtype=np.float64),
-        chunk_values=cv,
-        chunk_runs=cr,
-    )

@@ -42,7 +42,7 @@ import numpy as np
 from ..engine.chunking import check_text
 from ..errors import InvalidInputError
 from ..types import Hit
-from .leakage import LeakageReport, _neighbour_text, leakage, leakage_report, longest_common_run
+from .leakage import LeakageReport, _neighbour_text, leakage, longest_common_run
 from .lm_tokenizer import LMTokenizer, _is_token_ids, _store_tokenizer, as_tokenizer
 from .prefetch import Prefetcher, PrefetchResult
 
@@ -391,3 +391,65 @@ def retrieve_document(
     if exclude_self:
         excl.add(doc_id)
     return retrieve_sequence(store, doc.text, k=k, exclude_docs=excl or None, **kwargs)
+
+
+def leakage_report(
+    store: Any,
+    sequences: Sequence[Any],
+    *,
+    k: int = 2,
+    bins: int = 10,
+    quantiles: Sequence[float] = (0.5, 0.9, 0.99, 1.0),
+    tokenizer: Any = None,
+    overlap_continuation: bool = True,
+    **kwargs: Any,
+) -> LeakageReport:
+    """Leakage distribution of the neighbours of every chunk of ``sequences``.
+
+    ``sequences``: texts or token-id lists (each split and searched with
+    :func:`retrieve_sequence`, ``kwargs`` passed on), or already computed
+    :class:`SequenceNeighbours`.
+    """
+    pair_vals: list[float] = []
+    chunk_vals: list[float] = []
+    chunk_runs: list[int] = []
+    for seq in sequences:
+        if isinstance(seq, SequenceNeighbours):
+            res = seq
+            tok = as_tokenizer(tokenizer) if tokenizer is not None else (res.tokenizer or _store_tokenizer(store))
+        else:
+            tok = _store_tokenizer(store) if tokenizer is None else as_tokenizer(tokenizer)
+            res = retrieve_sequence(store, seq, k=k, tokenizer=tok, **kwargs)
+        for u, hits in enumerate(res.neighbours):
+            src = res.retrieved_with[u]
+            if src is None or not hits:
+                continue
+            q_ids = tok.encode(res.chunks[src].text)
+            if not q_ids:
+                continue
+            runs = [
+                longest_common_run(q_ids, ids)
+                for ids in tok.encode_batch([_neighbour_text(h, overlap_continuation) for h in hits])
+            ]
+            vals = [min(1.0, r / len(q_ids)) for r in runs]
+            pair_vals.extend(vals)
+            chunk_vals.append(max(vals))
+            chunk_runs.append(max(runs))
+    cv = np.asarray(chunk_vals, dtype=np.float64)
+    cr = np.asarray(chunk_runs, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    hist = np.histogram(cv, bins=edges)[0] if len(cv) else np.zeros(bins, dtype=int)
+    qs = {float(p): (float(np.quantile(cv, p)) if len(cv) else 0.0) for p in quantiles}
+    rq = {float(p): (float(np.quantile(cr, p)) if len(cr) else 0.0) for p in quantiles}
+    return LeakageReport(
+        n_chunks=len(cv),
+        n_pairs=len(pair_vals),
+        mean=float(cv.mean()) if len(cv) else 0.0,
+        quantiles=qs,
+        run_tokens_quantiles=rq,
+        bin_edges=[float(e) for e in edges],
+        histogram=[int(c) for c in hist],
+        pair_values=np.asarray(pair_vals, dtype=np.float64),
+        chunk_values=cv,
+        chunk_runs=cr,
+    )

@@ -15,7 +15,7 @@ from .. import Store, __version__
 from . import routes
 from .auth import BearerAuth
 from .backend import Backend
-from .middleware import BodyLimit, JSONResponse, install_error_handlers
+from .middleware import BodyLimit, JSONResponse, configure_logging, install_error_handlers
 from .options import ServeOptions
 
 __all__ = ["create_app", "app_from_env", "openapi_schema", "DESCRIPTION"]
@@ -105,8 +105,6 @@ def openapi_schema() -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: their options are the
     :class:`ServeOptions` JSON in ``$RAGSTORE_SERVER_CONFIG``."""
-    from .runner import configure_logging
-
     opts = ServeOptions.from_env()
     configure_logging(opts.log_level)  # a fresh (spawned) process: nothing is configured yet
     return create_app(

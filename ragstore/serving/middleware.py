@@ -48,6 +48,7 @@ __all__ = [
     "install_error_handlers",
     "public_message",
     "status_of",
+    "configure_logging",
 ]
 
 log = logging.getLogger("ragstore.serving.http")
@@ -210,3 +211,17 @@ class BodyLimit:
                 await error_response(
                     500, "InternalError", f"internal server error (reference {ref}; see the server log)"
                 )(scope, receive, send)
+
+
+def configure_logging(level: str) -> None:
+    """The server's own messages (errors answered, writer restarts) on stderr at
+    uvicorn's ``--log-level``: uvicorn configures only its own loggers, and the
+    full messages that clients get without paths are kept here."""
+    logger = logging.getLogger("ragstore")
+    if logger.handlers:  # an application embedding the server configured it
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:  %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -30,6 +30,7 @@ from .. import Store
 from ..embedders.loading import load_embedder
 from ..errors import InvalidInputError, RagstoreError
 from .backend import WRITER_BASE_URL
+from .middleware import configure_logging
 from .options import ENV_CONFIG, ServeOptions
 
 __all__ = ["serve", "run", "run_writer", "configure_logging", "WriterProcess", "WRITER_COMMAND"]
@@ -128,20 +129,6 @@ def run(opts: ServeOptions, *, store: Store | None = None, embedder: Any = None)
         shutil.rmtree(sockdir, ignore_errors=True)
     if writer is not None and writer.failure is not None:
         raise RagstoreError(writer.failure)
-
-
-def configure_logging(level: str) -> None:
-    """The server's own messages (errors answered, writer restarts) on stderr at
-    uvicorn's ``--log-level``: uvicorn configures only its own loggers, and the
-    full messages that clients get without paths are kept here."""
-    logger = logging.getLogger("ragstore")
-    if logger.handlers:  # an application embedding the server configured it
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:  %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
 
 
 def run_writer() -> None:
