@@ -75,7 +75,7 @@ class Store:
     connectivity=None, expansion_add=128, expansion_search=64, sync=True,
     lock_timeout=0.0, map_size=None, checkpoint_every=100_000, threads=0, lexical=None)``
 
-    - ``embedder``: None uses the embedder the store was made with ("minilm"
+    - ``embedder``: None uses the embedder the store was made with ("minilm-int8"
       for a new store); a spec string ("minilm", "sentence-transformers:NAME",
       "onnx:PATH") or an embedder object. Another model than the store's is
       refused with :class:`ConfigMismatchError`.

@@ -301,7 +301,7 @@ def test_stats_info_check_shapes(base):
     assert p.returncode == 0, err(p)
     info = json.loads(out(p))
     assert info["path"] == str(base["store"])
-    assert info["embedder"] == "minilm" and info["dim"] == 384 and info["chunk_tokens"] == 64
+    assert info["embedder"] == "minilm-int8" and info["dim"] == 384 and info["chunk_tokens"] == 64
     assert info["metric"] == "cos" and len(info["tokenizer_hash"]) == 16
     for key in ("index_dtype", "vector_dtype", "embedder_fingerprint", "schema_version", "created_at"):
         assert key in info
@@ -311,7 +311,7 @@ def test_stats_info_check_shapes(base):
                                          "documents": st["documents"], "chunks": st["chunks"]}
     # human forms
     assert re.search(rf"^documents\s+{st['documents']}$", out(run("stats", base["store"])), re.M)
-    assert re.search(r"^embedder\s+minilm$", out(run("info", base["store"])), re.M)
+    assert re.search(r"^embedder\s+minilm-int8$", out(run("info", base["store"])), re.M)
     assert out(run("check", base["store"])).strip() == f"ok: {st['documents']} documents, {st['chunks']} chunks"
 
 

@@ -187,7 +187,7 @@ def test_minilm_on_wikipedia_articles(tmp_path):
         index = VectorStoreIndex.from_documents(
             docs, storage_context=StorageContext.from_defaults(vector_store=vs),
             embed_model=RagstoreEmbedding(vs.store), transformations=[SentenceSplitter(chunk_size=200)])
-        assert vs.store.config.embedder == "minilm"
+        assert vs.store.config.embedder == "minilm-int8"
         for a in articles[:3]:
             hits = index.as_retriever(similarity_top_k=1).retrieve(f"{a['title']}: " + a["text"][:150])
             assert hits[0].node.metadata["title"] == a["title"]

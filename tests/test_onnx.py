@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'ragstore[onnx]'")
-pytest.importorskip("onnx", reason="onnx is not installed: pip install 'ragstore[onnx]'")
+import onnx  # noqa: F401 - core dependencies: a missing one is a broken install, not a skip
+import onnxruntime  # noqa: F401
 
 import ragstore  # noqa: E402
 from ragstore.embedders import onnx as ox  # noqa: E402
@@ -94,11 +94,11 @@ def test_order_and_batching(int8, chunks):
     texts = ODD + chunks[:20]
     whole = int8.encode(texts)
     one_by_one = np.stack([int8.encode([t])[0] for t in texts[:8]])
-    # Each in its place. Not bit for bit: dynamic quantization scales a matmul's activations
-    # per batch (per tensor), so a text's vector moves slightly with its batch companions;
-    # most for one-token texts (measured 0.96 for "x" beside 256-token texts)
+    # Each in its place, and the same vector alone as in a batch: activations are quantized
+    # per token row, so a text's vector does not depend on its batch companions (with
+    # onnxruntime's per-batch dynamic quantization it moved by up to 0.04 for a short text)
     cos = np.einsum("ij,ij->i", whole[:8], one_by_one)
-    assert cos.min() > 0.9 and cos[len(ODD) :].min() > 0.98, cos
+    assert cos.min() > 0.99999, cos
     assert int8.encode([]).shape == (0, 384)
     with pytest.raises(InvalidInputError):
         int8.encode("a string")
@@ -169,17 +169,17 @@ def test_cache_dir_honours_xdg(monkeypatch, tmp_path):
 
 
 def test_clear_error_without_onnxruntime():
-    # a fresh interpreter where onnxruntime cannot be imported: the error names the extra
+    # a fresh interpreter where onnxruntime cannot be imported: the error says what to install
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
         "from ragstore.embedders import resolve\n"
         "from ragstore.errors import EmbedderNotAvailableError\n"
         "try:\n    resolve('minilm-int8')\nexcept EmbedderNotAvailableError as e:\n    print(e)\n"
-        "import ragstore; print('minilm' == ragstore.embedders.DEFAULT_EMBEDDER)\n"
+        "import ragstore; print('minilm-int8' == ragstore.embedders.DEFAULT_EMBEDDER)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
-    assert "pip install 'ragstore[onnx]'" in out.stdout and "True" in out.stdout
+    assert "pip install onnx onnxruntime" in out.stdout and "True" in out.stdout
     # and importing ragstore never imports onnxruntime or onnx (only resolving minilm-int8 does)
     code = "import sys, ragstore, ragstore.embedders; print(sorted({'onnx', 'onnxruntime'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

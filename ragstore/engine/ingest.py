@@ -8,12 +8,21 @@ may hold enough chunks to fill the batch (a token covers at least one UTF-8
 byte, so bytes / chunk_tokens bounds a document's chunks): commits come at the
 same documents as when each was chunked alone, which matters for a slow
 stream such as stdin.
+
+Batches are pipelined: while one batch is committed (LMDB write, fsync, index
+insert) in a background thread, the next is read, checked, chunked and
+embedded; the embedder, the tokenizer, LMDB's fsync and usearch release the
+GIL, so the two overlap. Commits still happen one at a time and in input
+order, and the call returns only once every batch is durable; a document
+whose id is in the batch being committed waits for that commit before it is
+looked up.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +130,10 @@ class IngestRun:
         self._quiet = 0  # documents since the last progress report
         self._chunk_tokens = models.config.chunk_tokens
         self._first_chunk_of_call = 0  # set when the run starts
+        self._committer: ThreadPoolExecutor | None = None  # one thread, made at the first pipelined batch
+        self._inflight: Future[list[Prepared]] | None = None  # the batch being committed
+        self._inflight_ids: frozenset[str] = frozenset()
+        self._commit_failed = False
 
     # ------------------------------------------------------------------ driving
     def run(self, docs: Iterable[Any]) -> IngestSummary:
@@ -140,7 +153,7 @@ class IngestRun:
                 except InvalidInputError as e:
                     self._run_stage()  # the documents before it come first
                     if isinstance(e, _RepeatedId) and self.on_invalid is None:
-                        self._flush()  # as for any bad document: those before it are committed
+                        self._flush_all()  # as for any bad document: those before it are committed
                         c = self._counts
                         raise InvalidInputError(
                             f"{e}; {c.added + c.replaced} documents of this call (the first copy among them) "
@@ -153,13 +166,18 @@ class IngestRun:
                     raise
                 self._stage(item)
             self._run_stage()
-            self._flush()
+            self._flush_all()
         except Exception:
-            # A bad document: commit the good ones before it, as documented.
-            # An interrupt (KeyboardInterrupt) keeps only what was already committed.
-            if self._pending:
-                self._flush()
+            # A bad document: commit the good ones before it, as documented (unless
+            # committing is what failed). An interrupt (KeyboardInterrupt) keeps only
+            # what was already committed.
+            if self._commit_failed:
+                self._settle()  # the commit's error, if the batch being committed failed unseen
+            else:
+                self._flush_all()
             raise
+        finally:
+            self._drain()
         c = self._counts
         return IngestSummary(
             documents=c.documents, added=c.added, replaced=c.replaced, unchanged=c.unchanged, skipped=c.skipped,
@@ -186,7 +204,9 @@ class IngestRun:
             if not self.replace:
                 raise self._repeated(doc_id, i, f"as document #{first}")
             self._run_stage()
-            self._flush()  # the same id twice in one call with replace=True: the later one wins
+            self._flush_all()  # the same id twice in one call with replace=True: the later one wins
+        elif doc_id in self._inflight_ids:
+            self._settle()  # its batch is being committed: look it up once it is
         with self.records.read() as txn:
             old = self.records.get_doc(txn, doc_id)
         if old is not None:
@@ -258,10 +278,32 @@ class IngestRun:
             if self._pending_chunks >= self.batch_size:
                 self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, *, last: bool = False) -> None:
+        """Embed the pending batch, then commit it: in the background, unless ``last``."""
         if not self._pending:
+            if last:
+                self._settle()
             return
         batch = self._pending
+        self._pending = []
+        self._pending_ids = {}
+        self._pending_chunks = 0
+        self._embed(batch)
+        self._settle()  # commits stay one at a time, in input order
+        if last:
+            self._commit(batch)
+            self._committed(batch)
+            return
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragstore-commit")
+        self._inflight = self._committer.submit(self._commit, batch)
+        self._inflight_ids = frozenset(p.doc_id for p in batch)
+
+    def _flush_all(self) -> None:
+        """Every batch committed, the pending one included: durable when this returns."""
+        self._flush(last=True)
+
+    def _embed(self, batch: list[Prepared]) -> None:
         need = [p for p in batch if p.vectors is None]
         if need:
             texts = [c.text for p in need for c in p.chunked.chunks]
@@ -273,16 +315,42 @@ class IngestRun:
             offsets = np.cumsum([0] + [p.n_chunks for p in need])
             for p, a, b in zip(need, offsets[:-1], offsets[1:], strict=True):
                 p.vectors = vecs[a:b]
-        write_documents(self.records, batch, self.models.config.vector_numpy_dtype)
+
+    def _commit(self, batch: list[Prepared]) -> list[Prepared]:
+        try:
+            write_documents(self.records, batch, self.models.config.vector_numpy_dtype)
+            self.after_commit()
+        except BaseException:
+            self._commit_failed = True
+            raise
+        return batch
+
+    def _committed(self, batch: list[Prepared]) -> None:
         for p in batch:
             setattr(self._counts, p.status, getattr(self._counts, p.status) + 1)
             self._counts.chunks += p.n_chunks
             self._counts.tokens += p.chunked.n_tokens
-        self._pending = []
-        self._pending_ids = {}
-        self._pending_chunks = 0
-        self.after_commit()
         self._report()
+
+    def _settle(self) -> None:
+        """Wait for the batch being committed; its error (a full disk ...) is raised here."""
+        f = self._inflight
+        if f is None:
+            return
+        self._inflight = None
+        self._inflight_ids = frozenset()
+        self._committed(f.result())
+
+    def _drain(self) -> None:
+        """Nothing left running in the background when the call returns or raises."""
+        try:
+            if self._inflight is not None:
+                self._inflight.exception()  # an error is the caller's already (or an interrupt is)
+        finally:
+            self._inflight = None
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)
+                self._committer = None
 
     # ------------------------------------------------------------------ reporting
     def _report(self) -> None:

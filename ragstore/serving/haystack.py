@@ -8,7 +8,7 @@ tests/test_haystack.py)::
     from ragstore.serving.haystack import (
         RagstoreDocumentStore, RagstoreEmbeddingRetriever, RagstoreTextEmbedder)
 
-    ds = RagstoreDocumentStore("my.store")            # embedder: the store's ("minilm" when new)
+    ds = RagstoreDocumentStore("my.store")            # embedder: the store's ("minilm-int8" when new)
     ds.write_documents(docs)                           # Haystack Documents
     p = Pipeline()
     p.add_component("embedder", RagstoreTextEmbedder(ds))
@@ -128,7 +128,7 @@ class RagstoreDocumentStore:
     store=None)``
 
     - ``embedder``: a ragstore embedder spec ("minilm" ...) or object; None
-      uses the store's own (``"minilm"`` for a new store).
+      uses the store's own (``"minilm-int8"`` for a new store).
     - ``tokenizer``, ``chunk_tokens``, ``metric``: for a new store only
       (defaults: whitespace tokenizer, one chunk per Document, cosine).
     - ``store``: an open :class:`~ragstore.Store` to use instead of ``path``

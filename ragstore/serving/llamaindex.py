@@ -5,7 +5,7 @@
     from llama_index.core import StorageContext, VectorStoreIndex
     from ragstore.serving.llamaindex import RagstoreEmbedding, RagstoreVectorStore
 
-    vs = RagstoreVectorStore("my.store")                 # embedder: the store's ("minilm" when new)
+    vs = RagstoreVectorStore("my.store")                 # embedder: the store's ("minilm-int8" when new)
     index = VectorStoreIndex.from_documents(
         documents, storage_context=StorageContext.from_defaults(vector_store=vs),
         embed_model=RagstoreEmbedding(vs.store))         # the store's own model, for nodes and queries
