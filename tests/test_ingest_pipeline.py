@@ -6,6 +6,7 @@ batch is durable; a failed commit is raised and keeps the batches before it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -52,9 +53,9 @@ def test_embedding_overlaps_the_commit_before_it(tmp_path, monkeypatch):
         assert summary.added == 40 and len(st) == 40  # all durable when add_many returns
         assert [d for *_, ids in commits for d in ids] == [f"d{i}" for i in range(40)]  # in input order
         # one commit at a time
-        assert all(a[1] <= b[0] for a, b in zip(commits, commits[1:]))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(commits))
         # batch k+1 was embedded while batch k was being committed, in another thread
-        overlapped = sum(1 for (c0, c1, *_ ) in commits[:-1] if any(c0 < e0 < c1 for e0, _ in emb.calls))
+        overlapped = sum(1 for (c0, c1, *_) in commits[:-1] if any(c0 < e0 < c1 for e0, _ in emb.calls))
         assert overlapped >= len(commits) // 2, (commits, emb.calls)
         assert {name for _, _, name, _ in commits[:-1]} == {"ragstore-commit_0"}
     assert not [t for t in threading.enumerate() if t.name.startswith("ragstore-commit")]

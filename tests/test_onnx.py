@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import onnx  # noqa: F401 - core dependencies: a missing one is a broken install, not a skip
 import onnxruntime  # noqa: F401
+import pytest
 
 import ragstore  # noqa: E402
 from ragstore.embedders import onnx as ox  # noqa: E402
