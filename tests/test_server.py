@@ -406,12 +406,22 @@ def test_serve_reports_a_missing_store_without_a_traceback(tmp_path):
 
 # ---------------------------------------------------------------------- fuzzing
 def test_schemathesis_finds_no_server_error(servers):
-    """Generated requests for every operation of the served schema: never a 5xx, never a traceback."""
+    """Generated requests for every operation of the served schema: never a 5xx, never a traceback,
+    and every response as the schema documents it (status, content type, body, headers)."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance, response_headers_conformance]
 
     url = servers["rw"].url
     schema = schemathesis.openapi.from_url(url + "/openapi.json", headers=AUTH)
@@ -434,7 +444,7 @@ def test_schemathesis_finds_no_server_error(servers):
                 nonlocal calls
                 calls += 1
                 response = case.call(base_url=url, headers=AUTH, timeout=30)
-                case.validate_response(response, checks=[not_a_server_error, no_traceback])
+                case.validate_response(response, checks=[*checks, no_traceback])
 
             try:
                 run()
