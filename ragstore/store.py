@@ -70,31 +70,16 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Store:  # noqa: A001 - 
 class Store:
     """An on-disk datastore of chunks, their continuations and their vectors.
 
-    ``Store(path, *, create=True, readonly=False, embedder=None, tokenizer=None,
-    chunk_tokens=None, metric=None, index_dtype=None, vector_dtype=None,
-    connectivity=None, expansion_add=128, expansion_search=64, sync=True,
-    lock_timeout=0.0, map_size=None, checkpoint_every=100_000, threads=0, lexical=None)``
-
-    - ``embedder``: None uses the embedder the store was made with ("minilm-int8"
-      for a new store); a spec string ("minilm", "sentence-transformers:NAME",
-      "onnx:PATH") or an embedder object. Another model than the store's is
-      refused with :class:`ConfigMismatchError`.
-    - ``tokenizer``: tokenizer.json (path, JSON text or ``tokenizers.Tokenizer``)
-      used to cut chunks; defaults to the embedder's.
-    - ``chunk_tokens``, ``metric`` ("cos", "ip", "l2sq"), ``index_dtype`` ("f32",
-      "f16", "i8"), ``vector_dtype`` ("f32", "f16": the copies kept in LMDB for
-      re-scoring and rebuilds), ``connectivity``: fixed at creation; None means
-      "as recorded" (or the default for a new store; see :mod:`ragstore.config`).
-    - ``sync``: fsync every commit (True). False keeps atomicity and
-      consistency but a power loss may drop the last commits (never a process
-      crash).
-    - ``lock_timeout``: seconds to wait for the writer lock held by another
-      process before :class:`StoreLockedError`. Readers never wait.
-    - ``checkpoint_every``: chunks written after which the index is saved.
-    - ``lexical``: a new store keeps a BM25 lexical index beside its vectors
-      (None or True; a dict sets its analyzer and BM25 settings, see
-      ``ragstore.engine.analysis.LEXICAL_DEFAULTS``); False makes one without.
-      A store made without one gets it only from :meth:`index_lexical`.
+    Options are keyword-only; docs/guide.md has a table of each with its
+    default. ``embedder=None`` uses the embedder the store was made with
+    ("minilm-int8" for a new store; another model is refused with
+    :class:`ConfigMismatchError`). ``chunk_tokens``, ``metric``,
+    ``index_dtype``, ``vector_dtype``, ``connectivity``, ``tokenizer`` and
+    ``lexical`` are fixed at creation (None: as recorded, or the default of
+    :mod:`ragstore.config`). ``sync=False`` keeps atomicity but a power loss
+    may drop the last commits (never a process crash). ``lock_timeout``:
+    seconds a write waits for another process's writer lock
+    (:class:`StoreLockedError`); readers never wait.
 
     A store is a context manager; ``close()`` is safe twice. One process
     writes at a time (the lock is taken at the first write); any number of
