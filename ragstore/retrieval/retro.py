@@ -271,7 +271,9 @@ def _query_neighbours(
     overlap_continuation: bool,
     tok: LMTokenizer,
     query_kwargs: dict,
+    exclude_each: Sequence[Iterable[str]] | None = None,
 ) -> tuple[list[list[Hit]], list[list[float]] | None]:
+    """Up to ``k`` neighbours per chunk; ``exclude_each[i]``: documents excluded for chunk ``i`` alone."""
     texts = [c.text for c in chunks]
     live = [i for i, t in enumerate(texts) if t.strip()]  # a window of special tokens only has no text
     out: list[list[Hit]] = [[] for _ in chunks]
@@ -290,7 +292,8 @@ def _query_neighbours(
 
     todo = live
     while todo:
-        results = store.query_many([texts[i] for i in todo], fetch, exclude_docs=excluded, **query_kwargs)
+        excl = excluded if exclude_each is None else [exclude_each[i] for i in todo]
+        results = store.query_many([texts[i] for i in todo], fetch, exclude_docs=excl, **query_kwargs)
         again = []
         for i, hits in zip(todo, results, strict=True):
             scores = _scores(i, hits)
