@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFoundError
+from .errors import InvalidInputError, NotFoundError
 from .types import Doc, IngestSummary
 
 if TYPE_CHECKING:
@@ -215,12 +215,17 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]
     return out
 
 
-def stored_file_meta(store: Store, doc_id: str) -> Mapping[str, Any] | None:
-    """The metadata stored with document ``doc_id`` (None: no such document)."""
-    try:
-        return store.get(doc_id).meta
-    except NotFoundError:
-        return None
+def stored_file_meta(store: Store, doc_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+    """The metadata stored with each of ``doc_ids`` that is in ``store`` (read before a write starts)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for doc_id in doc_ids:
+        try:
+            meta = store.get(doc_id).meta
+        except (NotFoundError, InvalidInputError):
+            continue
+        if meta is not None:
+            out[doc_id] = meta
+    return out
 
 
 def _same_stat(previous: Mapping[str, Any] | None, st: os.stat_result) -> bool:
@@ -284,6 +289,7 @@ def ingest_files(
     files = find_files(paths)
     for kind in sorted({file_type(p.name) or "" for p, _ in files}):
         needs_extra(kind)
+    previous = stored_file_meta(store, (doc_id for _, doc_id in files))
     skipped_unchanged = 0
     failed = 0
     yielded: list[Path] = []
@@ -292,7 +298,7 @@ def ingest_files(
         nonlocal skipped_unchanged, failed
         for path, doc_id in files:
             try:
-                doc = file_doc(path, doc_id, source=source, previous=stored_file_meta(store, doc_id))
+                doc = file_doc(path, doc_id, source=source, previous=previous.get(doc_id))
             except (OSError, FileFormatError) as e:
                 if on_error is None:
                     raise
