@@ -86,9 +86,9 @@ def test_ingest_files_meta_and_rerun(folder, tmp_path):
         assert sorted(st.doc_ids()) == ["a.txt", "report.pdf", "sub/b.md", "sub/bees.html"]
         pdf = st.get("report.pdf")
         assert pdf.text.startswith("Quarterly report on glacier retreat.") and pdf.source == "notes"
-        m = pdf.meta
-        assert m["type"] == "pdf" and m["title"] == "Glacier report" and m["path"] == str((folder / "report.pdf").resolve())
-        assert m["size"] == (folder / "report.pdf").stat().st_size and m["mtime"] == (folder / "report.pdf").stat().st_mtime
+        m, f = pdf.meta, folder / "report.pdf"
+        assert m["type"] == "pdf" and m["title"] == "Glacier report" and m["path"] == str(f.resolve())
+        assert m["size"] == f.stat().st_size and m["mtime"] == f.stat().st_mtime
         assert len(m["sha256"]) == 64
         assert st.get("sub/b.md").meta["title"] == "Sourdough" and "title" not in st.get("a.txt").meta
         html = st.get("sub/bees.html")
