@@ -39,7 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ragstore.files import FILE_TYPES, FileFormatError, MissingExtraError, file_doc, file_type, needs_extra
+from ragstore.files import (
+    FILE_TYPES,
+    FileFormatError,
+    MissingExtraError,
+    Stored,
+    file_doc,
+    file_type,
+    needs_extra,
+)
 from ragstore.types import Doc
 
 __all__ = [
@@ -123,8 +131,8 @@ class Reader:
         self.on_malformed = on_malformed
         self._stdin = stdin
         self.files: list[tuple[Path | None, str]] = self._expand(paths)
-        # doc id -> the meta stored with it, for files (set by the caller once the store is open)
-        self.previous: dict[str, Any] = {}
+        # doc id -> its stored source and meta, for files (set by the caller once the store is open)
+        self.previous: dict[str, Stored] = {}
         self.unchanged = 0  # files skipped as unchanged since they were stored
         self.bytes_total: int | None = None
         if all(p is not None for p, _ in self.files):
@@ -258,7 +266,7 @@ class Reader:
     def _read_text_file(self, path: Path, doc_id: str) -> Iterator[Doc]:
         name = _display(path)
         try:
-            doc = file_doc(path, doc_id, previous=self.previous.get(doc_id))
+            doc = file_doc(path, doc_id, source=self.default_source, previous=self.previous.get(doc_id))
         except OSError as e:
             self._bad(Origin(name), f"cannot read: {e.strerror}")
             return
@@ -268,7 +276,7 @@ class Reader:
         if doc is None:
             self.unchanged += 1
             return
-        emitted = self._emit(Origin(name), doc_id, doc.text, None, doc.meta)
+        emitted = self._emit(Origin(name), doc_id, doc.text, doc.source, doc.meta)
         if emitted is not None:
             yield emitted
 

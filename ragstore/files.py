@@ -11,8 +11,8 @@ to a store, one document per file:
   file has one (a Markdown ``# heading``, an HTML ``<title>``/``og:title``, a
   PDF's Title);
 - run again, it skips a file whose size and mtime are those stored, or whose
-  bytes hash to the stored ``sha256`` (touched, not changed), and replaces a
-  changed one: a folder is kept in step by running the same call again.
+  bytes hash to the stored ``sha256`` (touched, not changed), when the source
+  is the stored one too, and replaces a changed one: a folder is kept in step by running the same call again.
 
 Text extraction (see docs/cli.md, "Files"):
 
@@ -55,6 +55,7 @@ __all__ = [
     "ingest_files",
     "needs_extra",
     "stored_file_meta",
+    "Stored",
 ]
 
 # suffix -> type (the value of meta["type"])
@@ -215,21 +216,29 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]
     return out
 
 
-def stored_file_meta(store: Store, doc_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
-    """The metadata stored with each of ``doc_ids`` that is in ``store`` (read before a write starts)."""
-    out: dict[str, Mapping[str, Any]] = {}
+@dataclass(frozen=True)
+class Stored:
+    """What a store holds of a document that came from a file: its source and meta."""
+
+    source: str | None
+    meta: Mapping[str, Any]
+
+
+def stored_file_meta(store: Store, doc_ids: Iterable[str]) -> dict[str, Stored]:
+    """The source and meta stored with each of ``doc_ids`` that is in ``store`` (read before a write starts)."""
+    out: dict[str, Stored] = {}
     for doc_id in doc_ids:
         try:
-            meta = store.get(doc_id).meta
+            d = store.get(doc_id)
         except (NotFoundError, InvalidInputError):
             continue
-        if meta is not None:
-            out[doc_id] = meta
+        if d.meta is not None:
+            out[doc_id] = Stored(d.source, d.meta)
     return out
 
 
-def _same_stat(previous: Mapping[str, Any] | None, st: os.stat_result) -> bool:
-    return previous is not None and previous.get("size") == st.st_size and previous.get("mtime") == st.st_mtime
+def _same_stat(meta: Mapping[str, Any], st: os.stat_result) -> bool:
+    return meta.get("size") == st.st_size and meta.get("mtime") == st.st_mtime
 
 
 def file_doc(
@@ -237,22 +246,23 @@ def file_doc(
     doc_id: str,
     *,
     source: str | None = None,
-    previous: Mapping[str, Any] | None = None,
+    previous: Stored | None = None,
     data: bytes | None = None,
 ) -> Doc | None:
-    """The document of the file at ``path``, or None when ``previous`` (the
-    stored document's meta) shows it unchanged: same size and mtime, or the same
-    bytes (sha256).
+    """The document of the file at ``path``, or None when ``previous`` (what
+    the store holds under ``doc_id``) shows it unchanged: the same source, and
+    the same size and mtime or the same bytes (sha256).
 
     Raises OSError (cannot read), :class:`FileFormatError` and :class:`MissingExtraError`.
     """
     st = path.stat()
-    if _same_stat(previous, st):
+    same_source = previous is not None and previous.source == source
+    if previous is not None and same_source and _same_stat(previous.meta, st):
         return None
     if data is None:
         data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    if previous is not None and previous.get("sha256") == sha:
+    if previous is not None and same_source and previous.meta.get("sha256") == sha:
         return None
     ft = extract_text(path.name, data)
     meta: dict[str, Any] = {

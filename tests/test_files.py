@@ -108,6 +108,10 @@ def test_ingest_files_meta_and_rerun(folder, tmp_path):
         assert (s3.documents, s3.added, s3.replaced, s3.unchanged) == (5, 1, 1, 3)
         assert st.get("sub/b.md").text.endswith("twice a day in summer.\n")
 
+        # another source: every document takes it (replaced), though no file changed
+        s4 = ingest_files(st, [folder], source="archive")
+        assert (s4.replaced, s4.unchanged) == (5, 0) and st.get("a.txt").source == "archive"
+
 
 def test_ingest_files_errors_reported(folder, tmp_path):
     (folder / "bad.txt").write_bytes(b"\xff\xfe")
@@ -154,7 +158,9 @@ def test_cli_ingest_folder_and_rerun(folder, tmp_path, hash_embedder):
     assert ingest("--source", "notes").startswith("4 documents (0 added, 0 replaced, 4 unchanged)")
     make_pdf(folder / "report.pdf", [["Revised report."]], title="Glacier report v2")
     assert ingest("--source", "notes").startswith("4 documents (0 added, 1 replaced, 3 unchanged)")
+    assert ingest().startswith("4 documents (0 added, 4 replaced, 0 unchanged)")  # the source dropped
+    assert ingest().startswith("4 documents (0 added, 0 replaced, 4 unchanged)")
     with ragstore.open(tmp_path / "s", readonly=True, embedder=HashEmbedder()) as st:
         d = st.get("report.pdf")
-        assert d.text == "Revised report." and d.meta["title"] == "Glacier report v2" and d.source == "notes"
+        assert d.text == "Revised report." and d.meta["title"] == "Glacier report v2" and d.source is None
         assert st.get("sub/bees.html").meta["title"] == "How bees dance"
