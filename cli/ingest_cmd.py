@@ -3,6 +3,7 @@ progress bar, malformed inputs reported at their file and line, and a summary.""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from rich.text import Text
 import ragstore
 from ragstore.config import STORE_DEFAULTS
 from ragstore.embedders.loading import load_embedder
+from ragstore.files import stored_file_meta
 from ragstore.types import Doc, IngestProgress, IngestSummary
 
 from .options import EMBEDDER_OPT, EXIT_INTERRUPTED, EXIT_USER, STORE_ARG, error, stderr, warn
@@ -101,6 +103,11 @@ class _ProgressView:
         self.console.print(text)
 
 
+def _with_unchanged_files(summary: IngestSummary, n: int) -> IngestSummary:
+    """``summary`` counting the ``n`` files the reader skipped as unchanged."""
+    return dataclasses.replace(summary, documents=summary.documents + n, unchanged=summary.unchanged + n)
+
+
 def _summary_so_far(p: IngestProgress | None, t0: float) -> IngestSummary:
     """What was committed when add_many ended early (add_many returned nothing)."""
     if p is None:
@@ -112,8 +119,8 @@ def _summary_so_far(p: IngestProgress | None, t0: float) -> IngestSummary:
 
 # ---------------------------------------------------------------------- arguments and options
 PATHS_ARG = typer.Argument(
-    ..., metavar="PATH", help="Files (.txt, .md, .jsonl, .jsonl.gz), folders (searched recursively) or - for "
-    "standard input.", show_default=False,
+    ..., metavar="PATH", help="Files (.txt, .md, .html, .pdf, .jsonl, .jsonl.gz), folders (searched "
+    "recursively) or - for standard input. .html and .pdf need ragstore[files].", show_default=False,
 )
 SOURCE_OPT = typer.Option(
     None, "--source", "-s", metavar="NAME", help="Source name for documents that have none of their own "
@@ -151,11 +158,15 @@ def ingest(
 ) -> None:
     """Add documents to a store, creating it if needed.
 
-    Reads .txt/.md files (one document each), .jsonl/.jsonl.gz files (one
-    document per line: id, text, optional source, title, meta), folders
-    (recursively) and - (standard input). Documents already in the store with the same id are replaced when their
-    text, source or metadata changed and skipped when not, so an interrupted
-    ingest is resumed by running the same command again.
+    Reads .txt/.md/.html/.pdf files (one document each: the main text of a
+    web page, the text layer of a PDF; the file's path, size, mtime, type,
+    sha256 and title in its metadata), .jsonl/.jsonl.gz files (one document
+    per line: id, text, optional source, title, meta), folders (recursively)
+    and - (standard input). Documents already in the store with the same id
+    are replaced when their text, source or metadata changed and skipped when
+    not (files whose size and mtime, or bytes, are those stored are not even
+    read), so an interrupted ingest is resumed, and a changed folder brought
+    up to date, by running the same command again.
     """
     stop = on_error == OnError.stop
     view = _ProgressView()
@@ -190,6 +201,7 @@ def ingest(
         view.update(docs=read, chunks=p.chunks, bytes_done=reader.bytes_done, force=True)
 
     with ragstore.open(store, create=True, embedder=load_embedder(embedder), chunk_tokens=chunk_tokens) as st:
+        reader.previous = stored_file_meta(st, reader.file_ids())  # unchanged files are not read again
         try:
             with view:
                 try:
@@ -198,6 +210,7 @@ def ingest(
                 except _Stop:  # a document the store refused, with --on-error stop
                     stopped = True
                     summary = _summary_so_far(last, t0)
+                summary = _with_unchanged_files(summary, reader.unchanged)
                 view.update(docs=read, chunks=summary.chunks, bytes_done=reader.bytes_done, force=True)
         except KeyboardInterrupt:
             docs_done, chunks_done = (last.documents, last.chunks) if last is not None else (0, 0)

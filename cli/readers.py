@@ -2,13 +2,16 @@
 
 Accepted inputs:
 
-- ``.txt`` and ``.md`` files: one document each, id = the path relative to the
-  directory argument it was found under (``/``-separated), or the file's name
-  when the file itself was the argument;
+- ``.txt``, ``.md``, ``.html`` and ``.pdf`` files: one document each (the text
+  extracted by :mod:`ragstore.files`, whose file metadata goes to ``meta``),
+  id = the path relative to the directory argument it was found under
+  (``/``-separated), or the file's name when the file itself was the argument.
+  When :attr:`Reader.previous` holds a stored document's meta, a file it shows
+  unchanged is not read (counted in :attr:`Reader.unchanged`);
 - ``.jsonl`` and ``.jsonl.gz`` files: one document per line, an object with
   ``id`` and ``text`` and optional ``source``, ``title`` (stored as
   ``meta["title"]``) and ``meta`` (an object);
-- directories: searched recursively for the four kinds above (hidden files and
+- directories: searched recursively for the kinds above (hidden files and
   folders are skipped), in sorted order;
 - ``-``: standard input; JSON Lines when its first non-blank line starts with
   ``{``, otherwise one plain-text document with id ``stdin``.
@@ -36,6 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from ragstore.files import (
+    FILE_TYPES,
+    FileFormatError,
+    MissingExtraError,
+    Stored,
+    file_doc,
+    file_type,
+    needs_extra,
+)
 from ragstore.types import Doc
 
 __all__ = [
@@ -48,7 +60,7 @@ __all__ = [
     "is_supported",
 ]
 
-TEXT_SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = tuple(FILE_TYPES)  # read by ragstore.files
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -82,7 +94,7 @@ class Malformed:
 
 
 def is_supported(name: str) -> bool:
-    return name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES)
+    return name.endswith(JSONL_SUFFIXES) or file_type(name) is not None
 
 
 def _display(path: Path) -> str:
@@ -119,6 +131,9 @@ class Reader:
         self.on_malformed = on_malformed
         self._stdin = stdin
         self.files: list[tuple[Path | None, str]] = self._expand(paths)
+        # doc id -> its stored source and meta, for files (set by the caller once the store is open)
+        self.previous: dict[str, Stored] = {}
+        self.unchanged = 0  # files skipped as unchanged since they were stored
         self.bytes_total: int | None = None
         if all(p is not None for p, _ in self.files):
             self.bytes_total = sum(p.stat().st_size for p, _ in self.files if p is not None)
@@ -160,14 +175,23 @@ class Reader:
             elif p.is_file():
                 if not is_supported(p.name):
                     raise InputError(
-                        f"{arg}: unsupported file type; expected .txt, .md, .jsonl or .jsonl.gz"
+                        f"{arg}: unsupported file type; expected {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)}"
                     )
                 out.append((p, p.name))
             elif p.exists():
                 raise InputError(f"{arg}: not a regular file or directory")
             else:
                 raise InputError(f"{arg}: no such file or directory")
+        try:  # a missing extra is said before anything is read
+            for kind in sorted({file_type(p.name) or "" for p, _ in out if p is not None}):
+                needs_extra(kind)
+        except MissingExtraError as e:
+            raise InputError(str(e)) from None
         return out
+
+    def file_ids(self) -> list[str]:
+        """The document ids of the files read by :mod:`ragstore.files` (for :attr:`previous`)."""
+        return [doc_id for p, doc_id in self.files if p is not None and file_type(p.name) is not None]
 
     @property
     def bytes_done(self) -> int:
@@ -240,13 +264,21 @@ class Reader:
             yield doc
 
     def _read_text_file(self, path: Path, doc_id: str) -> Iterator[Doc]:
+        name = _display(path)
         try:
-            data = path.read_bytes()
+            doc = file_doc(path, doc_id, source=self.default_source, previous=self.previous.get(doc_id))
         except OSError as e:
-            self._bad(Origin(_display(path)), f"cannot read: {e.strerror}")
+            self._bad(Origin(name), f"cannot read: {e.strerror}")
             return
-        self._current = lambda: len(data)
-        yield from self._text_doc(_display(path), doc_id, data)
+        except FileFormatError as e:
+            self._bad(Origin(name, e.line), str(e))
+            return
+        if doc is None:
+            self.unchanged += 1
+            return
+        emitted = self._emit(Origin(name), doc_id, doc.text, doc.source, doc.meta)
+        if emitted is not None:
+            yield emitted
 
     def _read_jsonl_file(self, path: Path) -> Iterator[Doc]:
         name = _display(path)

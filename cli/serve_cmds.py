@@ -1,4 +1,4 @@
-"""``ragstore serve`` (HTTP), ``ragstore mcp`` (Model Context Protocol over stdio)
+"""``ragstore serve`` (HTTP), ``ragstore mcp`` (Model Context Protocol over stdio or Streamable HTTP)
 and the hidden ``ragstore serve-writer`` (the writer process of ``serve --workers N``).
 
 Call :func:`register` with the CLI's Typer app to add them. The server
@@ -81,17 +81,36 @@ def serve_writer() -> None:
     run_writer()
 
 
+HTTP_OPT = typer.Option(
+    McpOptions.http, "--http",
+    help="Speak MCP's Streamable HTTP transport at http://HOST:PORT/mcp instead of stdio "
+    "(--host, --port, --token and --log-level apply only with it).",
+)
+
+
 def mcp(
     store: Path = STORE_ARG,
     read_only: bool = READ_ONLY_OPT,
     embedder: str | None = EMBEDDER_OPT,
     lock_timeout: float = LOCK_TIMEOUT_OPT,
+    http: bool = HTTP_OPT,
+    host: str = HOST_OPT,
+    port: int = PORT_OPT,
+    token: str | None = TOKEN_OPT,
+    log_level: str = LOG_LEVEL_OPT,
 ) -> None:
-    """Serve a store as Model Context Protocol tools over stdio (for LLM apps)."""
-    from ragstore.serving.mcp import run_stdio
+    """Serve a store as Model Context Protocol tools over stdio, or Streamable HTTP with --http (for LLM apps)."""
+    from ragstore.serving.mcp import run_http, run_stdio
 
-    opts = McpOptions(store=str(store), readonly=read_only, embedder=embedder, lock_timeout=lock_timeout)
-    run_stdio(opts.store, readonly=opts.readonly, embedder=opts.embedder, lock_timeout=opts.lock_timeout)
+    opts = McpOptions(store=str(store), readonly=read_only, embedder=embedder, lock_timeout=lock_timeout,
+                      http=http, host=host, port=port, token=token or None, log_level=log_level.lower())
+    if not opts.http:
+        run_stdio(opts.store, readonly=opts.readonly, embedder=opts.embedder, lock_timeout=opts.lock_timeout)
+        return
+    if not _is_loopback(opts.host) and not opts.token:
+        warn(f"serving MCP on {opts.host} without --token: anyone who can reach this address can read"
+             + ("" if opts.readonly else " and write") + " the store")
+    run_http(opts)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,13 @@
 - unless read-only: ``add_document(doc_id, text, source=None, meta=None,
   replace=False)`` and ``delete_document(doc_id)``.
 
+``ragstore mcp STORE --http [--host H --port P --token T]`` serves the same
+tools over the protocol's Streamable HTTP transport (the SDK's own
+``streamable_http_app()``, run by uvicorn) at ``http://H:P/mcp``. With a token
+every request but ``GET /health`` needs ``Authorization: Bearer T``, checked by
+the HTTP server's own :class:`~ragstore.serving.tokens.BearerAuth` (same 401
+body and ``WWW-Authenticate``) before the request reaches the SDK.
+
 A library error comes back as a tool error carrying its message (the model
 can read it and correct itself). The process takes the store's writer lock
 at its first write and keeps it until it exits.
@@ -25,8 +32,9 @@ from .. import Store
 from ..embedders.loading import load_embedder
 from ..errors import RagstoreError
 from .jsonenc import to_jsonable
+from .options import McpOptions
 
-__all__ = ["build_server", "run_stdio"]
+__all__ = ["build_server", "http_app", "run_stdio", "run_http"]
 
 log = logging.getLogger("ragstore.mcp")
 
@@ -138,5 +146,63 @@ def run_stdio(
     try:
         _ = store.embedder  # load the model before the first request
         build_server(store, readonly=readonly).run("stdio")
+    finally:
+        store.close()
+
+
+class _TokenGate:
+    """ASGI middleware before the SDK's app: ``GET /health`` answered, the bearer token checked.
+
+    Lifespan events pass through untouched (the SDK's session manager starts
+    and stops with them)."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        from .tokens import BearerAuth
+
+        self.app = app
+        self.auth = BearerAuth(token)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            from starlette.responses import Response
+
+            from . import jsonenc
+            from .tokens import OPEN_PATHS
+
+            if scope["path"] in OPEN_PATHS:
+                body = jsonenc.dumps({"status": "ok"}).encode("utf-8")
+                await Response(body, media_type="application/json")(scope, receive, send)
+                return
+            header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+            if not self.auth.accepts_header(header):
+                await self.auth.refusal()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(store: Store, opts: McpOptions) -> Any:
+    """The ASGI app serving ``store``'s tools over Streamable HTTP at ``opts.path``, token-checked."""
+    server = build_server(store, readonly=opts.readonly)
+    try:  # mcp 2.x (and late 1.x): the transport's settings as arguments
+        app = server.streamable_http_app(streamable_http_path=opts.path, host=opts.host)
+    except TypeError:  # mcp 1.x: from the server's settings
+        server.settings.streamable_http_path = opts.path
+        app = server.streamable_http_app()
+    return _TokenGate(app, opts.token)
+
+
+def run_http(opts: McpOptions) -> None:
+    """Open the store of ``opts`` and serve it over Streamable HTTP until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    _sdk()  # a missing extra is reported before the store is opened
+    store = Store(opts.store, create=False, readonly=opts.readonly, embedder=load_embedder(opts.embedder),
+                  lock_timeout=opts.lock_timeout)
+    try:
+        _ = store.embedder  # load the model before the first request
+        app = http_app(store, opts)
+        print(f"ragstore: MCP over Streamable HTTP at http://{opts.host}:{opts.port}{opts.path}", file=sys.stderr)
+        uvicorn.run(app, host=opts.host, port=opts.port, log_level=opts.log_level)
     finally:
         store.close()

@@ -62,9 +62,23 @@ class ServeOptions:
 
 @dataclass(frozen=True)
 class McpOptions:
-    """How ``ragstore mcp`` runs."""
+    """How ``ragstore mcp`` runs: over stdio, or over Streamable HTTP with ``http=True``.
+
+    The HTTP fields share :class:`ServeOptions`'s defaults (and the CLI's
+    options): ``ragstore mcp --http`` binds, authenticates and logs as
+    ``ragstore serve`` does.
+    """
 
     store: str
     readonly: bool = False
     embedder: str | None = None
     lock_timeout: float = ServeOptions.lock_timeout
+    http: bool = False
+    host: str = ServeOptions.host
+    port: int = ServeOptions.port
+    token: str | None = ServeOptions.token
+    log_level: str = ServeOptions.log_level
+    path: str = "/mcp"  # the Streamable HTTP endpoint (the SDK's default)
+
+    def replace(self, **changes: object) -> McpOptions:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
