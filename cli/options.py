@@ -118,12 +118,14 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of text.")
 # ---------------------------------------------------------------------- opening a store
 EMBEDDER_HELP = (
     "Embedder to open the store with, for stores made with a custom one: a registered spec "
-    "('minilm', 'minilm-int8', 'sentence-transformers:NAME') or an import path 'module:attr' naming an "
+    "('minilm-int8', 'minilm', 'minilm-torch[:cuda]', 'sentence-transformers:NAME') or an import path "
+    "'module:attr' naming an "
     "embedder object or a zero-argument callable returning one. Default: the store's own ('minilm-int8' for "
     "a new store); another one than the store's is an error. 'minilm-int8' (int8 weights on onnxruntime) "
     "embeds 2-2.5x faster than 'minilm' (the float32 numpy reference) on 2 cores with int8 units, with "
-    "vectors within a cosine of ~0.993 of it and the same SQuAD retrieval quality within a point; a store "
-    "keeps the embedder it was made with."
+    "vectors within a cosine of ~0.997 of it and the same SQuAD retrieval quality within a point; "
+    "'minilm-torch' runs the same weights on torch (a GPU when present; needs sentence-transformers). A "
+    "store keeps the embedder it was made with."
 )
 EMBEDDER_OPT = typer.Option(None, "--embedder", metavar="SPEC", help=EMBEDDER_HELP, show_default=False)
 READ_ONLY_OPT = typer.Option(False, "--read-only", help="Open the store read-only: writes are refused.")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ragstore
 from ragstore import embed
 from ragstore.embedders import CallableEmbedder, Embedder, Precomputed, resolve
 from ragstore.errors import EmbedderNotAvailableError, InvalidInputError
@@ -446,3 +447,18 @@ def test_onnx_adapter(model, ref, tmp_path):
     out = e.encode(ref["texts"])
     assert np.einsum("ij,ij->i", out, ref["vectors"]).min() > 0.9999
     assert e.encode([]).shape == (0, 384)
+
+
+def test_minilm_torch_is_the_same_model_on_torch(tmp_path):
+    """The GPU path (sentence-transformers on torch; CUDA when present): same weights, same vectors."""
+    pytest.importorskip("sentence_transformers", reason="the optional torch path: pip install sentence-transformers")
+    from ragstore.embedders import resolve
+
+    ref, st = resolve("minilm"), resolve("minilm-torch:cpu")
+    texts = ["the cat sat on the mat", "RETRO retrieves chunks from two trillion tokens"]
+    assert np.einsum("ij,ij->i", ref.encode(texts), st.encode(texts)).min() > 0.99999
+    assert st.name == "minilm-torch:cpu" and st.fingerprint != ref.fingerprint
+    with ragstore.open(tmp_path / "s", embedder=st) as s:
+        s.add("a", texts[1])
+    with ragstore.open(tmp_path / "s", embedder="minilm-torch:cpu") as s:
+        assert s.query(texts[1], 1)[0].doc_id == "a"
