@@ -132,8 +132,14 @@ CHUNK_TOKENS_OPT = typer.Option(
     "An existing store keeps its own; a different value is an error.", show_default=False,
 )
 BATCH_OPT = typer.Option(
-    256, "--batch", min=1, metavar="N", help="Chunks embedded and committed together; each batch is durable "
-    "before the next starts.",
+    256, "--batch", min=1, metavar="N", help="Chunks embedded and committed together. Batches commit in "
+    "order (one is embedded while the one before it commits); an interrupted run keeps every committed batch.",
+)
+LEXICAL_OPT = typer.Option(
+    True, "--lexical/--no-lexical", help="For a new store: keep a BM25 lexical index beside the vectors "
+    "(query --mode lexical / hybrid). --no-lexical makes the store without one: ingest does less work "
+    "(measured 17-33% less with precomputed vectors) and each chunk takes ~460 fewer bytes; build it later "
+    "with `ragstore index-lexical`. An existing store keeps what it has.",
 )
 ON_ERROR_OPT = typer.Option(
     OnError.skip, "--on-error", help="What to do with a malformed input (bad JSON, missing id or "
@@ -155,6 +161,7 @@ def ingest(
     on_error: OnError = ON_ERROR_OPT,
     embedder: str | None = EMBEDDER_OPT,
     limit: int | None = LIMIT_OPT,
+    lexical: bool = LEXICAL_OPT,
 ) -> None:
     """Add documents to a store, creating it if needed.
 
@@ -200,7 +207,8 @@ def ingest(
         last = p
         view.update(docs=read, chunks=p.chunks, bytes_done=reader.bytes_done, force=True)
 
-    with ragstore.open(store, create=True, embedder=load_embedder(embedder), chunk_tokens=chunk_tokens) as st:
+    with ragstore.open(store, create=True, embedder=load_embedder(embedder), chunk_tokens=chunk_tokens,
+                       lexical=None if lexical else False) as st:
         reader.previous = stored_file_meta(st, reader.file_ids())  # unchanged files are not read again
         try:
             with view:

@@ -253,8 +253,9 @@ class Store:
     ) -> IngestSummary:
         """Add many documents, committing every ``batch_size`` chunks.
 
-        Each batch is durable before the next starts, so an interrupted call
-        keeps every batch it committed. With ``replace=True``, unchanged
+        Batches commit in input order (the next one is read, chunked and
+        embedded while one commits), so an interrupted call keeps every batch
+        it committed; the call returns once all are durable. With ``replace=True``, unchanged
         documents are skipped and changed ones replaced: re-running an ingest
         resumes it.
 

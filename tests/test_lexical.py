@@ -329,3 +329,30 @@ def test_hybrid_is_the_rrf_of_the_dense_and_lexical_rankings(tmp_path):
                 c = s.get_chunk(h.chunk_id)
                 assert (h.text, h.continuation, h.doc_id) == (c.text, c.continuation, c.doc_id)
     s.close()
+
+
+def test_cli_ingest_no_lexical_makes_a_store_without_one(tmp_path):
+    """`ragstore ingest --no-lexical`: no lexical index (dense queries work, lexical ones say how to build it)."""
+    code = (
+        "import sys; from ragstore import embed; from ragstore.testing import HashEmbedder; "
+        "embed.register('test-hash', lambda arg: HashEmbedder()); "
+        "from ragstore_cli.app import main; sys.argv = ['ragstore', *sys.argv[1:]]; main()"
+    )
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in wiki_docs(5)))
+    for flag, has in (("--no-lexical", False), ("--lexical", True)):
+        s = tmp_path / flag.strip("-")
+        r = cli("ingest", s, f, "--embedder", "test-hash", flag)
+        assert r.returncode == 0, r.stderr
+        with ragstore.open(s, embedder=HashEmbedder()) as st:
+            assert (st.config.lexical is not None) is has and len(st) == 5
+        r = cli("query", s, "history of the city", "--mode", "lexical")
+        if has:
+            assert r.returncode == 0, r.stderr
+        else:
+            assert r.returncode == 1 and "index-lexical" in r.stderr and "Traceback" not in r.stderr
