@@ -19,20 +19,26 @@ from .errors import (
     StoreLockedError,
     StoreNotWritableError,
 )
+from .aio import AsyncStore
 from .retrieval import pipeline, prompting, retro
 from .store import Store, open
 from .types import (
     AddResult,
+    BackupResult,
     CheckReport,
     Chunk,
     CompactResult,
     Doc,
     Document,
+    DocumentInfo,
+    DocumentPage,
+    Exported,
     Hit,
     IngestProgress,
     IngestSummary,
     Stats,
     StoreConfig,
+    StoredChunk,
 )
 
 __version__ = "0.1.0"
@@ -40,6 +46,12 @@ __version__ = "0.1.0"
 __all__ = [
     "open",
     "Store",
+    "AsyncStore",
+    "DocumentInfo",
+    "DocumentPage",
+    "StoredChunk",
+    "Exported",
+    "BackupResult",
     "embed",
     "embedders",
     "retro",

@@ -23,11 +23,12 @@ import numpy as np
 
 from .config import QueryOptions
 from .embedders.base import Embedder
+from .engine.catalog import Catalog
 from .engine.chunking import Chunker, check_text
 from .engine.hybrid import LexicalSearcher, query_texts
 from .engine.index import VectorIndex
 from .engine.ingest import IngestRun
-from .engine.inputs import check_doc_id, check_source
+from .engine.inputs import check_doc_id, check_source_filter
 from .engine.lexical import LexicalIndex
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
@@ -35,6 +36,7 @@ from .engine.models import Models, open_config
 from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
+from .engine.transfer import backup, copy_docs, export_jsonl, read_export
 from .engine.writes import delete_documents
 from .errors import (
     InvalidInputError,
@@ -47,16 +49,21 @@ from .errors import (
 )
 from .types import (
     AddResult,
+    BackupResult,
     CheckReport,
     Chunk,
     CompactResult,
     Deleted,
     Doc,
     Document,
+    DocumentInfo,
+    DocumentPage,
+    Exported,
     Hit,
     IndexedLexical,
     IngestSummary,
     Stats,
+    StoredChunk,
 )
 
 __all__ = ["Store", "open"]
@@ -152,6 +159,7 @@ class Store:
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
             self._lexical = LexicalIndex(self._records)
+            self._catalog = Catalog(self._records, cfg, where=self.path)
             self._lexsearch = LexicalSearcher(self._records, self._lexical, self._searcher)
             self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
                                             self._models, lexical=self._lexical)
@@ -360,9 +368,9 @@ class Store:
             return rec.counts(txn).documents
 
     def doc_ids(self, *, source: str | None = None) -> Iterator[str]:
-        """Document ids in byte order, optionally of one source."""
+        """Document ids in byte order, optionally of one source ("": those without one)."""
         rec = self._reader()
-        want = None if source is None else check_source(source)
+        want = None if source is None else check_source_filter(source)
         with rec.read() as txn:
             ids = [doc_id for doc_id, doc in rec.iter_docs(txn) if want is None or doc.source == want]
         return iter(ids)
@@ -389,6 +397,96 @@ class Store:
         self._check_open()
         return self._models.embed(texts)
 
+    # ------------------------------------------------------------------ catalog (engine/catalog.py)
+    def list_documents(self, *, source: str | None = None, after: str | None = None,
+                       limit: int = 100) -> DocumentPage:
+        """A page of documents (id, source, meta, counts; no text) in id order.
+
+        ``source`` selects one source ("" those without one); ``after`` is the
+        previous page's ``next_cursor`` (None on the last page).
+        """
+        self._check_open()
+        return self._catalog.documents(source=source, after=after, limit=limit)
+
+    def iter_documents(self, *, source: str | None = None) -> Iterator[DocumentInfo]:
+        """Every document (of one source), read page by page."""
+        self._check_open()
+        return self._catalog.all_documents(source=source)
+
+    def iter_chunks(self, doc_id: str | None = None, *, vectors: bool = False) -> Iterator[StoredChunk]:
+        """The chunks of a document in order, or of the whole store in chunk-id order.
+
+        With ``vectors=True`` each carries its stored vector (float32). A
+        document's chunks are read in one snapshot; the store's in windows of
+        1,000 chunks, each a snapshot of its own.
+        """
+        self._check_open()
+        return self._catalog.chunks(doc_id, vectors=vectors)
+
+    def update_meta(self, doc_id: str, meta: Mapping[str, Any], *, merge: bool = False) -> DocumentInfo:
+        """Replace a document's metadata (``merge=True``: update its keys) without re-embedding.
+
+        One write transaction; the chunks, vectors and both indexes are
+        untouched. A missing document raises :class:`NotFoundError`.
+        """
+        self._check_writable()
+        with self._mutex:
+            return self._catalog.update_meta(doc_id, meta, merge=merge)
+
+    # ------------------------------------------------------------------ moving data (engine/transfer.py)
+    def export_jsonl(self, path: str | os.PathLike[str], *, vectors: bool = False,
+                     source: str | None = None) -> Exported:
+        """Write the documents (text, source, meta; optionally their vectors) to a JSONL file (.gz: gzipped).
+
+        One read snapshot: consistent while a writer runs. The first line is a
+        header saying what the vectors were made with.
+        """
+        self._check_open()
+        return export_jsonl(self._records, self.config, os.fspath(path), vectors=vectors, source=source)
+
+    def import_jsonl(self, path: str | os.PathLike[str], *, vectors: bool | None = None, batch_size: int = 256,
+                     on_progress: Any = None) -> IngestSummary:
+        """Add the documents of an :meth:`export_jsonl` file (unchanged ones are skipped: reruns resume).
+
+        ``vectors``: None uses the file's vectors when it has them (nothing is
+        re-embedded; refused unless this store embeds and chunks as the
+        exported one did), False embeds the texts again. The whole file is
+        checked before anything is written.
+        """
+        self._check_writable()
+        docs = read_export(os.fspath(path), self.config, vectors=vectors)
+        return self.add_many(docs, replace=True, batch_size=batch_size, on_progress=on_progress)
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent copy of this store in the new folder ``dest``, opened like any store.
+
+        Safe while a writer runs (LMDB's compacting copy from one read
+        transaction). The index's last checkpoint is copied too; opening the
+        backup replays the log after it, or rebuilds the index from the records.
+        """
+        self._check_open()
+        return backup(self._records, self._index.dir, os.fspath(dest))
+
+    def reembed(self, target: str | os.PathLike[str] | Store, *, embedder: str | Embedder | None = None,
+                batch_size: int = 256, on_progress: Any = None, **store_options: Any) -> IngestSummary:
+        """Copy every document into ``target`` (a path or an open store), embedded by its embedder.
+
+        A migration to another embedder or chunk size: ``target`` is created
+        with ``embedder`` and ``store_options`` when it is a path. Resumable:
+        documents already in the target unchanged are skipped on a rerun.
+        """
+        self._check_open()
+        if isinstance(target, Store):
+            if target.path == self.path:
+                raise InvalidInputError(f"cannot re-embed {self.path} into itself; give a new store's path")
+            return target.add_many(copy_docs(self._records), replace=True, batch_size=batch_size,
+                                   on_progress=on_progress)
+        if os.path.abspath(os.fspath(target)) == self.path:
+            raise InvalidInputError(f"cannot re-embed {self.path} into itself; give a new store's path")
+        with Store(target, embedder=embedder, **store_options) as out:
+            return out.add_many(copy_docs(self._records), replace=True, batch_size=batch_size,
+                                on_progress=on_progress)
+
     def _reader(self) -> Records:
         self._check_open()
         return self._records
@@ -407,7 +505,7 @@ class Store:
         Keyword options (see :class:`ragstore.QueryOptions` for each, and its
         defaults): ``sources``, ``exclude_docs``, ``rerank``, ``exact``,
         ``expansion``, ``oversample``, ``mode`` ("dense", "lexical", "hybrid":
-        see docs/hybrid.md), ``fusion``, ``fusion_depth``; or a whole
+        see docs/hybrid.md), ``fusion``, ``fusion_depth``, ``min_score``; or a whole
         ``options=QueryOptions(...)``, which the keywords given override.
         """
         if isinstance(query, str):
@@ -447,7 +545,7 @@ class Store:
         plan = Plan(merged, self.config.index_dtype, len(Q))  # validates the options
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
-            return self._searcher.search(txn, Q, plan)
+            return merged.keep(self._searcher.search(txn, Q, plan))
 
     def _query_lexical(self, queries: Any, opts: QueryOptions) -> list[list[Hit]]:
         opts.validate()
@@ -456,7 +554,7 @@ class Store:
         self._records.open_lexical_tables()  # before the transaction, which sees only tables opened before it
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
-            return self._lexsearch.search(txn, texts, Q, opts, self.config.index_dtype)
+            return opts.keep(self._lexsearch.search(txn, texts, Q, opts, self.config.index_dtype))
 
     def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
         """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.
