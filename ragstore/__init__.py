@@ -1,6 +1,7 @@
 """ragstore: an embedded on-disk datastore for retrieval-based language models."""
 
 from . import _compat, embedders  # noqa: F401 - _compat installs the 0.1 module names
+from .aio import AsyncStore
 from .config import QueryOptions
 from .embedders import base as embed  # noqa: F401 - the 0.1 name of the embedder registry
 from .errors import (
@@ -19,7 +20,6 @@ from .errors import (
     StoreLockedError,
     StoreNotWritableError,
 )
-from .aio import AsyncStore
 from .retrieval import pipeline, prompting, retro
 from .store import Store, open
 from .types import (
