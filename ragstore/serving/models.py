@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config import StoreConfig
-from ..types import AddResult, Chunk, Document, Hit, IngestSummary, Stats
+from ..types import AddResult, Chunk, Document, DocumentInfo, Hit, IngestSummary, Stats
 
 __all__ = [
     "MAX_K",
@@ -81,6 +81,7 @@ class QueryRequest(_In):
     rerank: bool | None = Field(
         None, description="Re-score candidates with the exact vectors (default: on for quantized indexes).")
     exact: bool = Field(False, description="Brute force over every stored vector (slow; ground truth).")
+    min_score: float | None = Field(None, description="Drop hits scoring below this (fewer than k may return).")
 
 
 class BatchQueryRequest(_In):
@@ -93,6 +94,7 @@ class BatchQueryRequest(_In):
     exclude_docs: list[DocId] | None = None
     rerank: bool | None = None
     exact: bool = False
+    min_score: float | None = None
 
 
 class RetrieveRequest(_In):
@@ -130,6 +132,11 @@ class AddRequest(DocumentIn):
 class BatchAddRequest(_In):
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCS)
     replace: bool = Field(False, description="Replace changed documents, skip unchanged ones (resumable ingest).")
+
+
+class MetaUpdate(_In):
+    meta: Meta = Field(description="The new metadata (a JSON object).")
+    merge: bool = Field(False, description="Update these keys and keep the others (default: replace the metadata).")
 
 
 class DeleteManyRequest(_In):
@@ -174,6 +181,13 @@ HitOut = from_dataclass(Hit, name="HitOut", descriptions={
     "continuation": "The next chunk of the same document (RETRO's F), or null at its end.",
 })
 DocumentOut = from_dataclass(Document, name="DocumentOut")
+DocumentInfoOut = from_dataclass(DocumentInfo, name="DocumentInfoOut")
+
+
+class DocumentPageOut(BaseModel):
+    model_config = _OUT
+    documents: list[DocumentInfoOut]  # type: ignore[valid-type]
+    next_cursor: str | None = Field(description="The `after` of the next page; null on the last page.")
 AddResultOut = from_dataclass(AddResult, name="AddResultOut",
                               types={"status": Literal["added", "replaced", "unchanged"]})
 IngestSummaryOut = from_dataclass(
