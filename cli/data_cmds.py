@@ -14,6 +14,7 @@ from rich.text import Text
 
 import ragstore
 from ragstore.embedders.loading import load_embedder
+from ragstore.engine.transfer import read_header
 from ragstore.errors import InvalidInputError
 from ragstore.types import IngestProgress
 
@@ -51,7 +52,7 @@ IMPORT_VECTORS_OPT = typer.Option(
 DEST_ARG = typer.Argument(..., metavar="DEST", help="A new (or empty) folder for the backup.", show_default=False)
 TARGET_ARG = typer.Argument(..., metavar="TARGET", help="The store to write (created if new).", show_default=False)
 CHUNK_TOKENS_OPT = typer.Option(
-    None, "--chunk-tokens", min=1, metavar="N", help="Tokens per chunk of a new TARGET.", show_default=False,
+    None, "--chunk-tokens", min=1, metavar="N", help="Tokens per chunk of a new store.", show_default=False,
 )
 BATCH_OPT = typer.Option(256, "--batch", min=1, metavar="N", help="Chunks embedded and committed together.")
 
@@ -166,15 +167,19 @@ def import_(
     file: Path = IN_ARG,
     vectors: bool | None = IMPORT_VECTORS_OPT,
     embedder: str | None = EMBEDDER_OPT,
+    chunk_tokens: int | None = CHUNK_TOKENS_OPT,
     batch: int = BATCH_OPT,
 ) -> None:
     """Import a `ragstore export` file into a store, creating it if needed.
 
     The whole file is checked before anything is written. With its vectors
-    nothing is re-embedded. Documents already stored unchanged are skipped, so
-    an interrupted import resumes when run again.
+    nothing is re-embedded. A new store is made with the exported store's
+    chunk size unless --chunk-tokens says otherwise. Documents already stored
+    unchanged are skipped, so an interrupted import resumes when run again.
     """
-    with ragstore.open(store, create=True, embedder=load_embedder(embedder)) as st:
+    if chunk_tokens is None and not (store / "data.mdb").exists():
+        chunk_tokens = read_header(str(file)).get("chunk_tokens")
+    with ragstore.open(store, create=True, embedder=load_embedder(embedder), chunk_tokens=chunk_tokens) as st:
         summary = st.import_jsonl(file, vectors=vectors, batch_size=batch)
     typer.echo(str(summary))
 

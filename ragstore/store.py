@@ -36,7 +36,7 @@ from .engine.models import Models, open_config
 from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
-from .engine.transfer import backup, copy_docs, export_jsonl, read_export
+from .engine.transfer import backup, copy_docs, export_jsonl, read_export, unless_unchanged
 from .engine.writes import delete_documents
 from .errors import (
     InvalidInputError,
@@ -454,7 +454,7 @@ class Store:
         checked before anything is written.
         """
         self._check_writable()
-        docs = read_export(os.fspath(path), self.config, vectors=vectors)
+        docs = unless_unchanged(self._records, read_export(os.fspath(path), self.config, vectors=vectors))
         return self.add_many(docs, replace=True, batch_size=batch_size, on_progress=on_progress)
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupResult:

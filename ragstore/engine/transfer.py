@@ -42,7 +42,7 @@ from .index import MANIFEST, _parse_manifest
 from .records import Records
 from .storage import storage_error
 
-__all__ = ["EXPORT_FORMAT", "export_jsonl", "read_export", "read_header", "backup", "ExportHeader", "copy_docs"]
+__all__ = ["EXPORT_FORMAT", "export_jsonl", "read_export", "read_header", "unless_unchanged", "backup", "ExportHeader", "copy_docs"]
 
 EXPORT_FORMAT = "ragstore-export/1"
 
@@ -181,6 +181,24 @@ def read_export(path: str, config: StoreConfig, *, vectors: bool | None = None) 
     for _ in _docs(path, use):  # the whole file checked first: a bad line writes nothing
         pass
     return _docs(path, use)
+
+
+def unless_unchanged(records: Records, docs: Iterator[Doc]) -> Iterator[Doc]:
+    """``docs``, without the vectors of those stored unchanged (so ``add_many`` skips them:
+    given vectors would make it replace them; a rerun of an import resumes it)."""
+    from .inputs import content_hash
+
+    for d in docs:
+        if d.vectors is not None and isinstance(d.id, str) and d.id and isinstance(d.text, str):
+            try:
+                with records.read() as txn:
+                    old = records.get_doc(txn, d.id)
+                h = content_hash(d.text, d.source or "", dict(d.meta or {}))
+            except (RagstoreError, TypeError, ValueError):
+                old = None  # (a bad id or metadata: add_many says what is wrong with it)
+            if old is not None and old.content_hash == h:
+                d = Doc(d.id, d.text, d.source, d.meta)
+        yield d
 
 
 def _docs(path: str, use_vectors: bool) -> Iterator[Doc]:
