@@ -382,3 +382,31 @@ def test_cli_data_commands(tmp_path):
         s._records.write(lambda txn: txn.delete(u64(first), db=s._records.chunks))
     p = _ragstore(tmp_path, "check", "s")
     assert p.returncode == 1 and "'ships': chunk 0 missing" in p.stdout and "-1" not in p.stdout
+
+
+# ---------------------------------------------------------------------- HTTP
+def test_http_list_and_update_meta(st):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from ragstore.serving.http import create_app
+
+    with TestClient(create_app(st), raise_server_exceptions=False) as c:
+        page = c.get("/documents", params={"limit": 2}).json()
+        assert [d["id"] for d in page["documents"]] == ["cats", "notes"] and page["next_cursor"] == "notes"
+        rest = c.get("/documents", params={"after": "notes"}).json()
+        assert [d["id"] for d in rest["documents"]] == ["owls", "ships"] and rest["next_cursor"] is None
+        assert [d["id"] for d in c.get("/documents", params={"source": ""}).json()["documents"]] == ["notes"]
+        assert c.get("/documents", params={"limit": 0}).status_code == 422
+        r = c.patch("/documents/owls", json={"meta": {"year": 2024}, "merge": True})
+        assert r.status_code == 200 and r.json()["meta"] == {"n": len(TEXTS["owls"]), "year": 2024}
+        assert c.get("/documents/owls").json()["meta"]["year"] == 2024
+        r = c.patch("/documents/nope", json={"meta": {}})
+        assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
+        r = c.patch("/documents/owls", json={"meta": "x"})
+        assert r.status_code == 422 and st.get("owls").meta["year"] == 2024
+        hits = c.post("/query", json={"query": "owls hunt", "k": 5, "min_score": 1.01}).json()["hits"]
+        assert hits == []
+        r = c.post("/query", json={"query": "milk bread", "k": 5, "sources": [""]})
+        assert r.status_code == 200 and {h["doc_id"] for h in r.json()["hits"]} == {"notes"}

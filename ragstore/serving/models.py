@@ -70,13 +70,16 @@ Meta = dict[str, Any]
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 DocId = Annotated[str, Field(min_length=1, max_length=480, description="Document id (at most 480 UTF-8 bytes).")]
 Source = Annotated[str, Field(min_length=1, max_length=200)]
+# a source to select by: "" selects the documents without one (as Store.sources() reports them)
+SourceFilter = Annotated[str, Field(max_length=200, description="A source name; '' for documents without one.")]
 
 
 class QueryRequest(_In):
     query: Text | Vector = Field(
         description="A text (embedded by the store's embedder) or a vector of the store's dimension.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of neighbours.")
-    sources: list[Source] | None = Field(None, description="Search only these sources (unknown names match nothing).")
+    sources: list[SourceFilter] | None = Field(
+        None, description="Search only these sources (unknown names match nothing; '' those without one).")
     exclude_docs: list[DocId] | None = Field(None, description="Never return chunks of these documents.")
     rerank: bool | None = Field(
         None, description="Re-score candidates with the exact vectors (default: on for quantized indexes).")
@@ -90,7 +93,7 @@ class BatchQueryRequest(_In):
         | Annotated[list[Vector], Field(min_length=1, max_length=MAX_BATCH)]
     ) = Field(description="Texts, or vectors of the store's dimension (not a mix).")
     k: int = Field(10, ge=1, le=MAX_K)
-    sources: list[Source] | None = None
+    sources: list[SourceFilter] | None = None
     exclude_docs: list[DocId] | None = None
     rerank: bool | None = None
     exact: bool = False
@@ -100,7 +103,7 @@ class BatchQueryRequest(_In):
 class RetrieveRequest(_In):
     text: Text = Field(description="The sequence; cut into chunks of the store's chunk_tokens with its tokenizer.")
     k: int = Field(2, ge=1, le=MAX_RETRO_K, description="Neighbours per chunk.")
-    sources: list[Source] | None = None
+    sources: list[SourceFilter] | None = None
     exclude_docs: list[DocId] | None = Field(
         None, description="E.g. the document the sequence comes from (RETRO training).")
     rerank: bool | None = None
