@@ -101,7 +101,7 @@ def get_doc(store: Path = STORE_ARG, doc_id: str = DOC_ID_ARG, as_json: bool = J
 
 def chunks(
     store: Path = STORE_ARG,
-    doc_id: str | None = typer.Argument(None, metavar="[DOC_ID]", help="Only this document's chunks (default: "
+    doc_id: str | None = typer.Argument(None, metavar="DOC_ID", help="Only this document's chunks (default: "
                                         "every chunk of the store).", show_default=False),
     vectors: bool = VECTORS_OPT,
 ) -> None:

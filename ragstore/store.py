@@ -465,6 +465,9 @@ class Store:
         backup replays the log after it, or rebuilds the index from the records.
         """
         self._check_open()
+        if self._locks.writing and self._index.needs_checkpoint:
+            with self._mutex:  # our own writes in the copied index too (not only replayed on open)
+                self._sync.checkpoint_or_warn()
         return backup(self._records, self._index.dir, os.fspath(dest))
 
     def reembed(self, target: str | os.PathLike[str] | Store, *, embedder: str | Embedder | None = None,
