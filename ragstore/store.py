@@ -28,7 +28,7 @@ from .engine.chunking import Chunker, check_text
 from .engine.hybrid import LexicalSearcher, query_texts
 from .engine.index import VectorIndex
 from .engine.ingest import IngestRun
-from .engine.inputs import check_doc_id, check_source_filter
+from .engine.inputs import check_doc_id
 from .engine.lexical import LexicalIndex
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
@@ -159,7 +159,7 @@ class Store:
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
             self._lexical = LexicalIndex(self._records)
-            self._catalog = Catalog(self._records, cfg, where=self.path)
+            self._catalog = Catalog(self._records, cfg, self._searcher, where=self.path)
             self._lexsearch = LexicalSearcher(self._records, self._lexical, self._searcher)
             self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
                                             self._models, lexical=self._lexical)
@@ -327,33 +327,13 @@ class Store:
     # ------------------------------------------------------------------ reads
     def get(self, doc_id: str) -> Document:
         """The stored document, with its text rebuilt exactly from its chunks."""
-        rec = self._reader()
-        doc_id = check_doc_id(doc_id)
-        with rec.read() as txn:
-            doc = rec.get_doc(txn, doc_id)
-            if doc is None:
-                raise NotFoundError(f"no document {doc_id!r} in {self.path}")
-            parts = []
-            for c in rec.doc_chunks(txn, doc_id, doc):
-                parts.append(c.pre)
-                parts.append(c.text)
-            parts.append(doc.tail)
-        return Document(id=doc_id, source=doc.source or None, meta=doc.meta, text="".join(parts),
-                        n_chunks=doc.n_chunks, n_tokens=doc.n_tokens, content_hash=doc.content_hash,
-                        first_chunk_id=doc.first_chunk)
+        self._check_open()
+        return self._catalog.document(doc_id)
 
     def vectors(self, doc_id: str) -> np.ndarray:
         """The stored vectors of a document's chunks, float32 (n_chunks, dim), in chunk order."""
-        rec = self._reader()
-        doc_id = check_doc_id(doc_id)
-        with rec.read() as txn:
-            doc = rec.get_doc(txn, doc_id)
-            if doc is None:
-                raise NotFoundError(f"no document {doc_id!r} in {self.path}")
-            vecs = rec.doc_vectors(txn, doc, self.config.vector_numpy_dtype, self.config.dim)
-        if vecs is None:
-            raise NotFoundError(f"document {doc_id!r} in {self.path} lacks vectors; run check() to see the damage")
-        return vecs.copy()  # the LMDB buffers end with the transaction
+        self._check_open()
+        return self._catalog.vectors(doc_id)
 
     def __contains__(self, doc_id: object) -> bool:
         rec = self._reader()
@@ -369,11 +349,8 @@ class Store:
 
     def doc_ids(self, *, source: str | None = None) -> Iterator[str]:
         """Document ids in byte order, optionally of one source ("": those without one)."""
-        rec = self._reader()
-        want = None if source is None else check_source_filter(source)
-        with rec.read() as txn:
-            ids = [doc_id for doc_id, doc in rec.iter_docs(txn) if want is None or doc.source == want]
-        return iter(ids)
+        self._check_open()
+        return iter(self._catalog.doc_ids(source))
 
     def sources(self) -> dict[str, int]:
         """Live chunks per source ("" for documents without one)."""
@@ -383,14 +360,8 @@ class Store:
 
     def get_chunk(self, chunk_id: int) -> Hit:
         """One chunk with its continuation (score 0)."""
-        rec = self._reader()
-        if isinstance(chunk_id, bool) or not isinstance(chunk_id, (int, np.integer)) or not 0 <= chunk_id < 2**64:
-            raise NotFoundError(f"no chunk {chunk_id!r} in {self.path} (chunk ids are integers from 1)")
-        with rec.read() as txn:
-            hit = self._searcher.chunk_hit(txn, int(chunk_id))
-        if hit is None:
-            raise NotFoundError(f"no chunk {chunk_id} in {self.path}")
-        return hit
+        self._check_open()
+        return self._catalog.chunk_hit(chunk_id)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts`` by the store's embedder (normalized for cosine)."""
@@ -398,37 +369,23 @@ class Store:
         return self._models.embed(texts)
 
     # ------------------------------------------------------------------ catalog (engine/catalog.py)
-    def list_documents(self, *, source: str | None = None, after: str | None = None,
-                       limit: int = 100) -> DocumentPage:
-        """A page of documents (id, source, meta, counts; no text) in id order.
-
-        ``source`` selects one source ("" those without one); ``after`` is the
-        previous page's ``next_cursor`` (None on the last page).
-        """
+    def list_documents(self, *, source: str | None = None, after: str | None = None, limit: int = 100) -> DocumentPage:
+        """A page of documents (no text) in id order; ``after``: the previous page's ``next_cursor``."""
         self._check_open()
         return self._catalog.documents(source=source, after=after, limit=limit)
 
     def iter_documents(self, *, source: str | None = None) -> Iterator[DocumentInfo]:
-        """Every document (of one source), read page by page."""
+        """Every document (of one source; "": those without one), read page by page."""
         self._check_open()
         return self._catalog.all_documents(source=source)
 
     def iter_chunks(self, doc_id: str | None = None, *, vectors: bool = False) -> Iterator[StoredChunk]:
-        """The chunks of a document in order, or of the whole store in chunk-id order.
-
-        With ``vectors=True`` each carries its stored vector (float32). A
-        document's chunks are read in one snapshot; the store's in windows of
-        1,000 chunks, each a snapshot of its own.
-        """
+        """The chunks of a document in order, or of the store in chunk-id order; optionally with vectors."""
         self._check_open()
         return self._catalog.chunks(doc_id, vectors=vectors)
 
     def update_meta(self, doc_id: str, meta: Mapping[str, Any], *, merge: bool = False) -> DocumentInfo:
-        """Replace a document's metadata (``merge=True``: update its keys) without re-embedding.
-
-        One write transaction; the chunks, vectors and both indexes are
-        untouched. A missing document raises :class:`NotFoundError`.
-        """
+        """Replace (``merge``: update) a document's metadata in one transaction, without re-embedding."""
         self._check_writable()
         with self._mutex:
             return self._catalog.update_meta(doc_id, meta, merge=merge)
@@ -436,34 +393,20 @@ class Store:
     # ------------------------------------------------------------------ moving data (engine/transfer.py)
     def export_jsonl(self, path: str | os.PathLike[str], *, vectors: bool = False,
                      source: str | None = None) -> Exported:
-        """Write the documents (text, source, meta; optionally their vectors) to a JSONL file (.gz: gzipped).
-
-        One read snapshot: consistent while a writer runs. The first line is a
-        header saying what the vectors were made with.
-        """
+        """The documents (optionally with their vectors) written to a JSONL file from one snapshot."""
         self._check_open()
         return export_jsonl(self._records, self.config, os.fspath(path), vectors=vectors, source=source)
 
     def import_jsonl(self, path: str | os.PathLike[str], *, vectors: bool | None = None, batch_size: int = 256,
                      on_progress: Any = None) -> IngestSummary:
-        """Add the documents of an :meth:`export_jsonl` file (unchanged ones are skipped: reruns resume).
-
-        ``vectors``: None uses the file's vectors when it has them (nothing is
-        re-embedded; refused unless this store embeds and chunks as the
-        exported one did), False embeds the texts again. The whole file is
-        checked before anything is written.
-        """
+        """Add an :meth:`export_jsonl` file's documents (checked whole first; reruns skip unchanged ones);
+        its vectors, when used (``vectors``: None = if it has them), are not re-embedded."""
         self._check_writable()
         docs = unless_unchanged(self._records, read_export(os.fspath(path), self.config, vectors=vectors))
         return self.add_many(docs, replace=True, batch_size=batch_size, on_progress=on_progress)
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
-        """A consistent copy of this store in the new folder ``dest``, opened like any store.
-
-        Safe while a writer runs (LMDB's compacting copy from one read
-        transaction). The index's last checkpoint is copied too; opening the
-        backup replays the log after it, or rebuilds the index from the records.
-        """
+        """A consistent copy (also while a writer runs) in the new folder ``dest``, opened like any store."""
         self._check_open()
         if self._locks.writing and self._index.needs_checkpoint:
             with self._mutex:  # our own writes in the copied index too (not only replayed on open)
@@ -472,23 +415,18 @@ class Store:
 
     def reembed(self, target: str | os.PathLike[str] | Store, *, embedder: str | Embedder | None = None,
                 batch_size: int = 256, on_progress: Any = None, **store_options: Any) -> IngestSummary:
-        """Copy every document into ``target`` (a path or an open store), embedded by its embedder.
-
-        A migration to another embedder or chunk size: ``target`` is created
-        with ``embedder`` and ``store_options`` when it is a path. Resumable:
-        documents already in the target unchanged are skipped on a rerun.
-        """
+        """Every document copied into ``target`` (a store, or a path made with ``embedder`` and
+        ``store_options``), embedded by its embedder; a rerun skips what is there unchanged."""
         self._check_open()
-        if isinstance(target, Store):
-            if target.path == self.path:
-                raise InvalidInputError(f"cannot re-embed {self.path} into itself; give a new store's path")
-            return target.add_many(copy_docs(self._records), replace=True, batch_size=batch_size,
-                                   on_progress=on_progress)
-        if os.path.abspath(os.fspath(target)) == self.path:
+        where = target.path if isinstance(target, Store) else os.path.abspath(os.fspath(target))
+        if where == self.path:
             raise InvalidInputError(f"cannot re-embed {self.path} into itself; give a new store's path")
-        with Store(target, embedder=embedder, **store_options) as out:
-            return out.add_many(copy_docs(self._records), replace=True, batch_size=batch_size,
-                                on_progress=on_progress)
+        out = target if isinstance(target, Store) else Store(target, embedder=embedder, **store_options)
+        try:
+            return out.add_many(copy_docs(self._records), replace=True, batch_size=batch_size, on_progress=on_progress)
+        finally:
+            if out is not target:
+                out.close()
 
     def _reader(self) -> Records:
         self._check_open()

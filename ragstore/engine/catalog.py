@@ -23,13 +23,14 @@ import numpy as np
 
 from ..config import StoreConfig
 from ..errors import InvalidInputError, NotFoundError
-from ..types import DocumentInfo, DocumentPage, StoredChunk
+from ..types import Document, DocumentInfo, DocumentPage, Hit, StoredChunk
 from .codecs import ChunkRecord, DocRecord, from_u64, u64
 from .damage import key_str
 from .inputs import check_doc_id, check_meta, check_positive_int, check_source_filter, content_hash
 from .records import Records
+from .search import Searcher
 
-__all__ = ["Catalog", "MAX_PAGE"]
+__all__ = ["Catalog", "MAX_PAGE", "doc_text"]
 
 MAX_PAGE = 10_000  # documents in one page: a page is built in memory
 
@@ -37,9 +38,10 @@ MAX_PAGE = 10_000  # documents in one page: a page is built in memory
 class Catalog:
     """Listing, iteration and metadata updates over :class:`Records`."""
 
-    def __init__(self, records: Records, config: StoreConfig, *, where: str) -> None:
+    def __init__(self, records: Records, config: StoreConfig, searcher: Searcher, *, where: str) -> None:
         self.records = records
         self.config = config
+        self.searcher = searcher
         self.where = where
 
     # ------------------------------------------------------------------ documents
@@ -80,7 +82,48 @@ class Catalog:
                 return
             after = p.next_cursor
 
+    def document(self, doc_id: str) -> Document:
+        """The stored document, with its text rebuilt exactly from its chunks."""
+        rec = self.records
+        doc_id = check_doc_id(doc_id)
+        with rec.read() as txn:
+            doc = rec.get_doc(txn, doc_id)
+            if doc is None:
+                raise NotFoundError(f"no document {doc_id!r} in {self.where}")
+            text = doc_text(rec, txn, doc_id, doc)
+        return Document(id=doc_id, source=doc.source or None, meta=doc.meta, text=text, n_chunks=doc.n_chunks,
+                        n_tokens=doc.n_tokens, content_hash=doc.content_hash, first_chunk_id=doc.first_chunk)
+
+    def vectors(self, doc_id: str) -> np.ndarray:
+        """A document's stored vectors, float32 (n_chunks, dim), in chunk order."""
+        rec = self.records
+        doc_id = check_doc_id(doc_id)
+        with rec.read() as txn:
+            doc = rec.get_doc(txn, doc_id)
+            if doc is None:
+                raise NotFoundError(f"no document {doc_id!r} in {self.where}")
+            vecs = rec.doc_vectors(txn, doc, self.config.vector_numpy_dtype, self.config.dim)
+            if vecs is None:
+                raise NotFoundError(f"document {doc_id!r} in {self.where} lacks vectors; run check() to see the damage")
+            return vecs.copy()  # the LMDB buffers end with the transaction
+
+    def doc_ids(self, source: str | None = None) -> list[str]:
+        """Document ids in byte order, optionally of one source ("": those without one)."""
+        want = None if source is None else check_source_filter(source)
+        with self.records.read() as txn:
+            return [d for d, doc in self.records.iter_docs(txn) if want is None or doc.source == want]
+
     # ------------------------------------------------------------------ chunks
+    def chunk_hit(self, chunk_id: int) -> Hit:
+        """One chunk with its continuation (score 0)."""
+        if isinstance(chunk_id, bool) or not isinstance(chunk_id, (int, np.integer)) or not 0 <= chunk_id < 2**64:
+            raise NotFoundError(f"no chunk {chunk_id!r} in {self.where} (chunk ids are integers from 1)")
+        with self.records.read() as txn:
+            hit = self.searcher.chunk_hit(txn, int(chunk_id))
+        if hit is None:
+            raise NotFoundError(f"no chunk {chunk_id} in {self.where}")
+        return hit
+
     def chunks(self, doc_id: str | None = None, *, vectors: bool = False, window: int = 1000) -> Iterator[StoredChunk]:
         """The chunks of one document in order, or of the store in chunk-id order."""
         check_positive_int("window", window)
@@ -134,15 +177,21 @@ class Catalog:
             if doc is None:
                 raise NotFoundError(f"no document {doc_id!r} in {self.where}; add it first (nothing was changed)")
             new_meta = {**doc.meta, **given} if merge else given
-            parts: list[str] = []
-            for c in rec.doc_chunks(txn, doc_id, doc):
-                parts += (c.pre, c.text)
-            parts.append(doc.tail)
-            new = doc._replace(meta=new_meta, content_hash=content_hash("".join(parts), doc.source, new_meta))
+            text = doc_text(rec, txn, doc_id, doc)
+            new = doc._replace(meta=new_meta, content_hash=content_hash(text, doc.source, new_meta))
             rec.put_doc(txn, doc_id, new)
             return _info(doc_id, new)
 
         return rec.write(write)
+
+
+def doc_text(rec: Records, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> str:
+    """A document's text, rebuilt exactly from its chunk records (a missing one is damage)."""
+    parts: list[str] = []
+    for c in rec.doc_chunks(txn, doc_id, doc):
+        parts += (c.pre, c.text)
+    parts.append(doc.tail)
+    return "".join(parts)
 
 
 def _info(doc_id: str, doc: DocRecord) -> DocumentInfo:

@@ -36,13 +36,15 @@ import numpy as np
 from ..config import StoreConfig
 from ..errors import InvalidInputError, NotFoundError, RagstoreError
 from ..types import BackupResult, Doc, Exported
+from .catalog import doc_text
 from .codecs import DocRecord
 from .damage import key_str
 from .index import MANIFEST, _parse_manifest
 from .records import Records
 from .storage import storage_error
 
-__all__ = ["EXPORT_FORMAT", "export_jsonl", "read_export", "read_header", "unless_unchanged", "backup", "ExportHeader", "copy_docs"]
+__all__ = ["EXPORT_FORMAT", "ExportHeader", "backup", "copy_docs", "export_jsonl", "read_export", "read_header",
+           "unless_unchanged"]
 
 EXPORT_FORMAT = "ragstore-export/1"
 
@@ -84,7 +86,7 @@ def export_jsonl(records: Records, config: StoreConfig, path: str, *, vectors: b
             for doc_id, doc in records.iter_docs(txn):
                 if want is not None and doc.source != want:
                     continue
-                line: dict[str, Any] = {"id": doc_id, "text": _text(records, txn, doc_id, doc),
+                line: dict[str, Any] = {"id": doc_id, "text": doc_text(records, txn, doc_id, doc),
                                         "source": doc.source or None, "meta": doc.meta}
                 if vectors:
                     vecs = records.doc_vectors(txn, doc, config.vector_numpy_dtype, config.dim)
@@ -106,14 +108,6 @@ def export_jsonl(records: Records, config: StoreConfig, path: str, *, vectors: b
         _unlink(tmp)
         raise
     return Exported(documents=n_docs, chunks=n_chunks, vectors=vectors, path=path)
-
-
-def _text(records: Records, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> str:
-    parts: list[str] = []
-    for c in records.doc_chunks(txn, doc_id, doc):
-        parts += (c.pre, c.text)
-    parts.append(doc.tail)
-    return "".join(parts)
 
 
 def _unlink(p: str) -> None:
@@ -142,7 +136,7 @@ def _header(path: str, line: str) -> dict[str, Any]:
 
 
 def _lines(path: str) -> Iterator[str]:
-    opener: Callable[..., IO[str]] = gzip.open if path.endswith(".gz") else open  # type: ignore[assignment]
+    opener: Callable[..., IO[str]] = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             yield from f
@@ -290,7 +284,7 @@ def copy_docs(records: Records, *, page: int = 256) -> Iterator[Doc]:
                 if k != after:
                     doc_id = key_str(k)
                     doc = DocRecord.decode(cur.value())
-                    out.append(Doc(doc_id, _text(records, txn, doc_id, doc), doc.source or None, doc.meta))
+                    out.append(Doc(doc_id, doc_text(records, txn, doc_id, doc), doc.source or None, doc.meta))
                     last = k
                 positioned = cur.next()
             if not out:
