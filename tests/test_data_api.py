@@ -205,11 +205,15 @@ def test_import_refuses_vectors_of_another_make_and_bad_files(st, tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n", encoding="utf-8")
+    no_vectors = tmp_path / "no-vectors.jsonl"
+    no_vectors.write_text("\n".join([*lines[:2], json.dumps({"id": "x", "text": "y"})]) + "\n", encoding="utf-8")
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"id": "a", "text": "b"}) + "\n", encoding="utf-8")
     with ragstore.open(tmp_path / "t8", embedder=HashEmbedder(), chunk_tokens=8) as t:
         with pytest.raises(InvalidInputError, match="line 4"):
             t.import_jsonl(broken)
+        with pytest.raises(InvalidInputError, match="line 3: its vectors are missing"):
+            t.import_jsonl(no_vectors)
         with pytest.raises(InvalidInputError, match="not a ragstore export"):
             t.import_jsonl(plain)
         with pytest.raises(NotFoundError):

@@ -213,8 +213,10 @@ def _docs(path: str, use_vectors: bool) -> Iterator[Doc]:
             try:
                 vecs = np.asarray(d.get("vectors"), dtype=np.float32)
             except (TypeError, ValueError):
-                raise InvalidInputError(f"{path} line {n}: its vectors are not a matrix of numbers; "
-                                        "nothing was imported") from None
+                vecs = None
+            if vecs is None or vecs.ndim != 2 or not np.isfinite(vecs).all():
+                raise InvalidInputError(f"{path} line {n}: its vectors are missing or not a matrix of finite "
+                                        "numbers; nothing was imported (import with vectors=False to embed)")
         yield Doc(d["id"], d["text"], d.get("source"), d.get("meta"), vecs)
 
 
