@@ -1,6 +1,6 @@
 """The ``ragstore`` command line: a thin layer over the library, one command per method.
 
-The commands live in :mod:`.ingest_cmd`, :mod:`.store_cmds` and
+The commands live in :mod:`.ingest_cmd`, :mod:`.store_cmds`, :mod:`.data_cmds` and
 :mod:`.serve_cmds`; what they share (exit codes, messages, the error guard,
 options) in :mod:`.options`. This module assembles the app and is the entry point.
 
@@ -20,6 +20,7 @@ import typer
 import ragstore
 from ragstore.errors import RagstoreError
 
+from .data_cmds import backup, chunks, export, get_doc, import_, list_docs, reembed, set_meta
 from .ingest_cmd import ingest
 from .options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, error, guarded, stderr, warn
 from .readers import InputError
@@ -59,7 +60,9 @@ def _root(
 
 # In this order in --help. InputError: an input path or query file that cannot be read.
 for _name, _fn in (("ingest", ingest), ("query", query), ("delete", delete), ("stats", stats),
-                   ("info", info), ("check", check), ("compact", compact), ("index-lexical", index_lexical)):
+                   ("info", info), ("check", check), ("compact", compact), ("index-lexical", index_lexical),
+                   ("list", list_docs), ("get", get_doc), ("chunks", chunks), ("set-meta", set_meta),
+                   ("export", export), ("import", import_), ("backup", backup), ("reembed", reembed)):
     app.command(_name)(guarded(_fn, user_errors=(InputError,)))
 
 # ``serve`` and ``mcp`` live in their own module: their packages are optional extras.

@@ -161,6 +161,10 @@ OVERSAMPLE_OPT = typer.Option(
     QueryOptions.oversample, "--oversample", min=1, metavar="N",
     help="Candidates re-scored per hit. Default: 1 for an f16 index, 4 for i8.", show_default=False,
 )
+MIN_SCORE_OPT = typer.Option(
+    QueryOptions.min_score, "--min-score", metavar="SCORE",
+    help="Drop hits scoring below SCORE (so fewer than -k may come back). Default: keep all.", show_default=False,
+)
 
 # ---------------------------------------------------------------------- serving options
 # One per field of ServeOptions that `ragstore serve` takes; serve_cmds builds the object.

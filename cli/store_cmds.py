@@ -13,8 +13,10 @@ from rich.text import Text
 
 import ragstore
 from ragstore.config import QueryOptions
+from ragstore.embedders.loading import load_embedder
 
 from .options import (
+    EMBEDDER_OPT,
     EXACT_OPT,
     EXCLUDE_DOCS_OPT,
     EXIT_USER,
@@ -23,6 +25,7 @@ from .options import (
     FUSION_OPT,
     JSON_OPT,
     K_OPT,
+    MIN_SCORE_OPT,
     MODE_OPT,
     OVERSAMPLE_OPT,
     RERANK_OPT,
@@ -36,9 +39,10 @@ from .readers import InputError
 __all__ = ["query", "delete", "stats", "info", "check", "compact", "index_lexical", "query_options", "read_queries"]
 
 
-def _open_existing(store: Path, *, readonly: bool) -> ragstore.Store:
-    # create=False: a mistyped path is an error, never a new empty store
-    return ragstore.open(store, create=False, readonly=readonly)
+def _open_existing(store: Path, *, readonly: bool, embedder: str | None = None) -> ragstore.Store:
+    # create=False: a mistyped path is an error, never a new empty store; the embedder
+    # spec goes through the one loader the servers use (module:attr imports included)
+    return ragstore.open(store, create=False, readonly=readonly, embedder=load_embedder(embedder))
 
 
 # ---------------------------------------------------------------------- arguments and options
@@ -97,6 +101,8 @@ def query(
     mode: str = MODE_OPT,
     fusion: str = FUSION_OPT,
     fusion_depth: int | None = FUSION_DEPTH_OPT,
+    min_score: float | None = MIN_SCORE_OPT,
+    embedder: str | None = EMBEDDER_OPT,
 ) -> None:
     """Find the chunks nearest to a text.
 
@@ -109,8 +115,8 @@ def query(
     queries = [text] if text is not None else read_queries(file)  # type: ignore[arg-type]
     opts = query_options(k=k, sources=sources, exclude_docs=exclude_docs, rerank=rerank, exact=exact,
                          expansion=expansion, oversample=oversample, mode=mode, fusion=fusion,
-                         fusion_depth=fusion_depth)
-    with _open_existing(store, readonly=True) as st:
+                         fusion_depth=fusion_depth, min_score=min_score)
+    with _open_existing(store, readonly=True, embedder=embedder) as st:
         # one query is a batch of one: the same call, the same checks
         results = st.query_many(queries, **{name: getattr(opts, name) for name in QueryOptions.names()})
     if as_json:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,9 @@ class QueryOptions:
     - ``oversample``: candidates re-scored per hit. None: 1 for an f16 index
       (f16 ranks like f32: more candidates buy no recall, measured in
       docs/benchmarks.md; the scores are still exact) and 4 for i8.
+    - ``min_score``: drop hits scoring below this (the score of the query's
+      mode: similarity for "dense", BM25 for "lexical", the fused score for
+      "hybrid"), so a query may return fewer than ``k`` hits. None keeps all.
     """
 
     k: int = 10
@@ -175,6 +179,7 @@ class QueryOptions:
     mode: str = "dense"
     fusion: str = "rrf"
     fusion_depth: int | None = None
+    min_score: float | None = None
 
     def replace(self, **changes: Any) -> QueryOptions:
         return dataclasses.replace(self, **changes)
@@ -197,7 +202,18 @@ class QueryOptions:
                 raise InvalidInputError(f"{name} must be true, false or None, got {v!r}")
         if not isinstance(self.exact, bool):
             raise InvalidInputError(f"exact must be true or false, got {self.exact!r}")
+        ms = self.min_score
+        if ms is not None and (isinstance(ms, bool) or not isinstance(ms, (int, float, np.integer, np.floating))
+                               or not math.isfinite(ms)):
+            raise InvalidInputError(f"min_score must be a finite number or None, got {ms!r}")
         return self
+
+    def keep(self, results: list[list[Any]]) -> list[list[Any]]:
+        """``results`` (hits per query) without the hits scoring below ``min_score``."""
+        if self.min_score is None:
+            return results
+        floor = float(self.min_score)
+        return [[h for h in hits if h.score >= floor] for hits in results]
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

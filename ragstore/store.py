@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import NOT_GIVEN, QueryOptions
 from .embedders.base import Embedder
+from .engine.catalog import Catalog
 from .engine.chunking import Chunker, check_text
 from .engine.hybrid import LexicalSearcher, query_texts
 from .engine.index import VectorIndex
@@ -32,10 +33,10 @@ from .engine.lexical import LexicalIndex
 from .engine.locks import StoreLocks
 from .engine.maintenance import Maintenance, remove_compaction_leftovers
 from .engine.models import Models, open_config
-from .engine.reads import Reader
 from .engine.records import Records, prepare_folder
 from .engine.search import Plan, Searcher
 from .engine.sync import IndexSync
+from .engine.transfer import backup, copy_docs, export_jsonl, read_export, unless_unchanged
 from .engine.writes import delete_documents
 from .errors import (
     InvalidInputError,
@@ -48,16 +49,21 @@ from .errors import (
 )
 from .types import (
     AddResult,
+    BackupResult,
     CheckReport,
     Chunk,
     CompactResult,
     Deleted,
     Doc,
     Document,
+    DocumentInfo,
+    DocumentPage,
+    Exported,
     Hit,
     IndexedLexical,
     IngestSummary,
     Stats,
+    StoredChunk,
 )
 
 __all__ = ["Store", "open"]
@@ -133,9 +139,8 @@ class Store:
             self._sync = IndexSync(self._records, self._index, vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim,
                                    checkpoint_every=checkpoint_every)
             self._searcher = Searcher(self._records, self._index, self._models)
-            self._reader = Reader(self._records, self._searcher, where=self.path,
-                                  vector_dtype=cfg.vector_numpy_dtype, dim=cfg.dim)
             self._lexical = LexicalIndex(self._records)
+            self._catalog = Catalog(self._records, cfg, self._searcher, where=self.path)
             self._lexsearch = LexicalSearcher(self._records, self._lexical, self._searcher)
             self._maintenance = Maintenance(self.path, cfg, self._records, self._index, self._sync, self._locks,
                                             self._models, lexical=self._lexical)
@@ -304,38 +309,101 @@ class Store:
     # ------------------------------------------------------------------ reads
     def get(self, doc_id: str) -> Document:
         """The stored document, with its text rebuilt exactly from its chunks."""
-        return self._read().document(doc_id)
+        self._check_open()
+        return self._catalog.document(doc_id)
 
     def vectors(self, doc_id: str) -> np.ndarray:
         """The stored vectors of a document's chunks, float32 (n_chunks, dim), in chunk order."""
-        return self._read().vectors(doc_id)
+        self._check_open()
+        return self._catalog.vectors(doc_id)
 
     def __contains__(self, doc_id: object) -> bool:
-        return self._read().contains(doc_id)
+        self._check_open()
+        return self._catalog.contains(doc_id)
 
     def __len__(self) -> int:
-        return self._read().count()
+        self._check_open()
+        return self._catalog.count()
 
     def doc_ids(self, *, source: str | None = None) -> Iterator[str]:
-        """Document ids in byte order, optionally of one source."""
-        return self._read().doc_ids(source)
+        """Document ids in byte order, optionally of one source ("": those without one)."""
+        self._check_open()
+        return iter(self._catalog.doc_ids(source))
 
     def sources(self) -> dict[str, int]:
         """Live chunks per source ("" for documents without one)."""
-        return self._read().sources()
+        self._check_open()
+        return self._catalog.sources()
 
     def get_chunk(self, chunk_id: int) -> Hit:
         """One chunk with its continuation (score 0)."""
-        return self._read().chunk(chunk_id)
+        self._check_open()
+        return self._catalog.chunk_hit(chunk_id)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts`` by the store's embedder (normalized for cosine)."""
         self._check_open()
         return self._models.embed(texts)
 
-    def _read(self) -> Reader:
+    # ------------------------------------------------------------------ catalog (engine/catalog.py)
+    def list_documents(self, *, source: str | None = None, after: str | None = None, limit: int = 100) -> DocumentPage:
+        """A page of documents (no text) in id order; ``after``: the previous page's ``next_cursor``."""
         self._check_open()
-        return self._reader
+        return self._catalog.documents(source=source, after=after, limit=limit)
+
+    def iter_documents(self, *, source: str | None = None) -> Iterator[DocumentInfo]:
+        """Every document (of one source; "": those without one), read page by page."""
+        self._check_open()
+        return self._catalog.all_documents(source=source)
+
+    def iter_chunks(self, doc_id: str | None = None, *, vectors: bool = False) -> Iterator[StoredChunk]:
+        """The chunks of a document in order, or of the store in chunk-id order; optionally with vectors."""
+        self._check_open()
+        return self._catalog.chunks(doc_id, vectors=vectors)
+
+    def update_meta(self, doc_id: str, meta: Mapping[str, Any], *, merge: bool = False) -> DocumentInfo:
+        """Replace (``merge``: update) a document's metadata in one transaction, without re-embedding."""
+        self._check_writable()
+        with self._mutex:
+            return self._catalog.update_meta(doc_id, meta, merge=merge)
+
+    # ------------------------------------------------------------------ moving data (engine/transfer.py)
+    def export_jsonl(self, path: str | os.PathLike[str], *, vectors: bool = False,
+                     source: str | None = None) -> Exported:
+        """The documents (optionally with their vectors) written to a JSONL file from one snapshot."""
+        self._check_open()
+        return export_jsonl(self._records, self.config, os.fspath(path), vectors=vectors, source=source)
+
+    def import_jsonl(self, path: str | os.PathLike[str], *, vectors: bool | None = None, batch_size: int = 256,
+                     on_progress: Any = None) -> IngestSummary:
+        """Add an :meth:`export_jsonl` file's documents (checked whole first; reruns skip unchanged ones);
+        its vectors, when used (``vectors``: None = if it has them), are not re-embedded."""
+        self._check_writable()
+        docs = unless_unchanged(self._records, read_export(os.fspath(path), self.config, vectors=vectors))
+        return self.add_many(docs, replace=True, batch_size=batch_size, on_progress=on_progress)
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent copy (also while a writer runs) in the new folder ``dest``, opened like any store."""
+        self._check_open()
+        if self._locks.writing and self._index.needs_checkpoint:
+            with self._mutex:  # our own writes in the copied index too (not only replayed on open)
+                self._sync.checkpoint_or_warn()
+        return backup(self._records, self._index.dir, os.fspath(dest))
+
+    def reembed(self, target: str | os.PathLike[str] | Store, *, embedder: str | Embedder | None = None,
+                batch_size: int = 256, on_progress: Any = None, **store_options: Any) -> IngestSummary:
+        """Every document copied into ``target`` (a store, or a path made with ``embedder`` and
+        ``store_options``), embedded by its embedder; a rerun skips what is there unchanged."""
+        self._check_open()
+        where = target.path if isinstance(target, Store) else os.path.abspath(os.fspath(target))
+        if where == self.path:
+            raise InvalidInputError(f"cannot re-embed {self.path} into itself; give a new store's path")
+        out = target if isinstance(target, Store) else Store(target, embedder=embedder, **store_options)
+        try:
+            return out.add_many(copy_docs(self._records), replace=True, batch_size=batch_size, on_progress=on_progress)
+        finally:
+            if out is not target:
+                out.close()
 
     # ------------------------------------------------------------------ queries
     def query(
@@ -351,7 +419,7 @@ class Store:
         Keyword options (see :class:`ragstore.QueryOptions` for each, and its
         defaults): ``sources``, ``exclude_docs``, ``rerank``, ``exact``,
         ``expansion``, ``oversample``, ``mode`` ("dense", "lexical", "hybrid":
-        see docs/hybrid.md), ``fusion``, ``fusion_depth``; or a whole
+        see docs/hybrid.md), ``fusion``, ``fusion_depth``, ``min_score``; or a whole
         ``options=QueryOptions(...)``, which the keywords given override.
         """
         if isinstance(query, str):
@@ -384,7 +452,7 @@ class Store:
         plan = Plan(merged, self.config.index_dtype, len(Q))  # validates the options
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
-            return self._searcher.search(txn, Q, plan)
+            return merged.keep(self._searcher.search(txn, Q, plan))
 
     def _query_lexical(self, queries: Any, opts: QueryOptions) -> list[list[Hit]]:
         opts.validate()
@@ -393,7 +461,7 @@ class Store:
         self._records.open_lexical_tables()  # before the transaction, which sees only tables opened before it
         with self._mutex, self._records.read() as txn:
             self._sync.catch_up(txn)
-            return self._lexsearch.search(txn, texts, Q, opts, self.config.index_dtype)
+            return opts.keep(self._lexsearch.search(txn, texts, Q, opts, self.config.index_dtype))
 
     def retrieve_sequence(self, text_or_token_ids: Any, **kwargs: Any) -> Any:
         """RETRO retrieval for a whole sequence: k neighbours (+ continuations) per chunk.

@@ -21,6 +21,11 @@ __all__ = [
     "CompactResult",
     "IndexedLexical",
     "Deleted",
+    "DocumentInfo",
+    "DocumentPage",
+    "StoredChunk",
+    "Exported",
+    "BackupResult",
     "StoreConfig",  # defined in config.py, re-exported for 0.1 imports
 ]
 
@@ -231,3 +236,76 @@ class Deleted(int):
 
     def __repr__(self) -> str:
         return f"Deleted(chunks={int(self)}, doc_ids={self.doc_ids!r})"
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """A stored document without its text, as :meth:`Store.list_documents` lists it."""
+
+    id: str
+    source: str | None
+    meta: dict[str, Any]
+    n_chunks: int
+    n_tokens: int
+    content_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "meta": self.meta, "n_chunks": self.n_chunks,
+                "n_tokens": self.n_tokens, "content_hash": self.content_hash}
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of documents; ``next_cursor`` (None on the last page) is the ``after=`` of the next."""
+
+    documents: list[DocumentInfo]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"documents": [d.to_dict() for d in self.documents], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One stored chunk, as :meth:`Store.iter_chunks` yields it (``vector`` only when asked for)."""
+
+    chunk_id: int
+    doc_id: str
+    source: str | None
+    position: int
+    text: str
+    start: int
+    end: int
+    n_tokens: int
+    vector: Any = None  # float32 (dim,) array, or None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"chunk_id": self.chunk_id, "doc_id": self.doc_id, "source": self.source,
+                             "position": self.position, "text": self.text, "start": self.start, "end": self.end,
+                             "n_tokens": self.n_tokens}
+        if self.vector is not None:
+            d["vector"] = [float(x) for x in self.vector]
+        return d
+
+    def __repr__(self) -> str:
+        return f"StoredChunk({self.chunk_id}, doc_id={self.doc_id!r}, position={self.position}, {_short(self.text)})"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :meth:`Store.export_jsonl` wrote."""
+
+    documents: int
+    chunks: int
+    vectors: bool
+    path: str
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What :meth:`Store.backup` wrote: an openable store folder."""
+
+    path: str
+    documents: int
+    bytes: int
+    index_included: bool

@@ -767,10 +767,11 @@ def test_runner_query_options_reach_the_library(runner, hstore, monkeypatch):
     defaults = {name: getattr(QueryOptions(), name) for name in QueryOptions.names()}
     assert seen[-1] == defaults and json.loads(r.stdout)["k"] == QueryOptions.k
     r = invoke(runner, "query", hstore, "owls", "-k", 2, "-s", "birds", "--exclude-doc", "gulls",
-               "--no-rerank", "--exact", "--expansion", 80, "--oversample", 3)
+               "--no-rerank", "--exact", "--expansion", 80, "--oversample", 3, "--min-score", 0.25)
     assert r.exit_code == 0, r.output
     assert seen[-1] == dict(k=2, sources=["birds"], exclude_docs=["gulls"], rerank=False, exact=True,
-                            expansion=80, oversample=3, mode="dense", fusion="rrf", fusion_depth=None)
+                            expansion=80, oversample=3, mode="dense", fusion="rrf", fusion_depth=None,
+                            min_score=0.25)
     r = invoke(runner, "query", hstore, "owls", "--mode", "hybrid", "--fusion-depth", 7)
     assert r.exit_code == 0, r.output
     assert (seen[-1]["mode"], seen[-1]["fusion"], seen[-1]["fusion_depth"]) == ("hybrid", "rrf", 7)

@@ -77,7 +77,8 @@ def test_tools_search_add_delete(store_path):
             async with ClientSession(read, write) as s:
                 await s.initialize()
                 names = {t.name for t in (await s.list_tools()).tools}
-                assert names == {"search", "get_document", "stats", "add_document", "delete_document"}
+                assert names == {"search", "get_document", "list_documents", "stats", "add_document",
+                                 "update_metadata", "delete_document"}
 
                 hits = payload(await s.call_tool("search", {"query": "the cat sat on the mat", "k": 1}))["hits"]
                 assert hits[0]["doc_id"] == "cats" and hits[0]["meta"] == {"legs": 4}
@@ -98,6 +99,18 @@ def test_tools_search_add_delete(store_path):
                 assert is_error(gone) and "NotFoundError" in gone.content[0].text
                 assert payload(await s.call_tool("stats", {}))["documents"] == 2
 
+                page = payload(await s.call_tool("list_documents", {"limit": 1}))
+                assert [d["id"] for d in page["documents"]] == ["cats"] and page["next_cursor"] == "cats"
+                page = payload(await s.call_tool("list_documents", {"after": "cats"}))
+                assert [d["id"] for d in page["documents"]] == ["ships"] and page["next_cursor"] is None
+                meta = payload(await s.call_tool("update_metadata", {"doc_id": "cats", "meta": {"tail": True},
+                                                                     "merge": True}))
+                assert meta["meta"] == {"legs": 4, "tail": True}
+                missing = await s.call_tool("update_metadata", {"doc_id": "nope", "meta": {}})
+                assert is_error(missing) and "NotFoundError" in missing.content[0].text
+                far = payload(await s.call_tool("search", {"query": "the cat sat", "min_score": 1.5}))
+                assert far["hits"] == []
+
                 bad = await s.call_tool("search", {"query": "  "})
                 assert is_error(bad) and "InvalidInputError" in bad.content[0].text
 
@@ -113,7 +126,7 @@ def test_read_only_exposes_only_reads(store_path):
             async with ClientSession(read, write) as s:
                 await s.initialize()
                 names = {t.name for t in (await s.list_tools()).tools}
-                assert names == {"search", "get_document", "stats"}
+                assert names == {"search", "get_document", "list_documents", "stats"}
                 doc = payload(await s.call_tool("get_document", {"doc_id": "ships"}))
                 assert doc["text"] == "a cargo ship crossed the ocean at night" and doc["source"] == "sea"
                 refused = await s.call_tool("add_document", {"doc_id": "x", "text": "y"})

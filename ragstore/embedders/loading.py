@@ -6,6 +6,8 @@ The HTTP server, the MCP server and the CLI share :func:`load_embedder`.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 from ..errors import EmbedderNotAvailableError, InvalidInputError
@@ -28,7 +30,7 @@ def load_embedder(spec: str | Any | None) -> Any:
     if not sep or prefix in _embed.available() or prefix == "precomputed":
         return spec
     try:
-        obj: Any = importlib.import_module(prefix)
+        obj: Any = _import(prefix)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
@@ -41,3 +43,20 @@ def load_embedder(spec: str | Any | None) -> Any:
             "and tokenizer_json()) nor a callable returning one"
         )
     return obj
+
+
+def _import(module: str) -> Any:
+    """``module`` imported; also from the current folder, as ``python -m`` and uvicorn find it.
+
+    (A console script's ``sys.path`` starts with its bin folder, not the
+    current one, so ``ragstore ingest --embedder my_embedder:Model`` would
+    otherwise not find ``./my_embedder.py``.)
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != module.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module)

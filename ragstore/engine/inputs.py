@@ -26,6 +26,7 @@ __all__ = [
     "check_positive_int",
     "coerce_doc",
     "content_hash",
+    "check_source_filter",
     "VectorRules",
 ]
 
@@ -70,6 +71,15 @@ def check_source(source: object) -> str:
             "(use a shorter name)"
         )
     return source
+
+
+def check_source_filter(source: object) -> str:
+    """A source name to select by: as :func:`check_source`, and "" for the documents without one.
+
+    :meth:`Store.sources` reports those documents under "", so "" selects them
+    wherever a source is asked for (``query(sources=[""])``, ``doc_ids(source="")``).
+    """
+    return "" if source == "" else check_source(source)
 
 
 def check_meta(meta: object) -> dict:

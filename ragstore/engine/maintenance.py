@@ -146,8 +146,13 @@ class Maintenance:
             # (with damaged documents, their chunks would count here too: the salvage drops them)
             for table in ("chunks", "vectors"):
                 entries = rec.table_entries(txn, table)
-                if entries != scan.n_chunks:
+                if entries > scan.n_chunks:
                     scan.problems.append(f"{entries - scan.n_chunks} {table[:-1]} records belong to no document")
+                elif entries < scan.n_chunks:  # (never a negative count "belonging to no document")
+                    scan.problems.append(
+                        f"{scan.n_chunks - entries} {table[:-1]} records are missing: the documents list "
+                        f"{scan.n_chunks} chunks, the {table} table holds {entries}; restore a backup"
+                    )
         return scan
 
     def _doc_problem(self, txn: lmdb.Transaction, doc_id: str, doc: DocRecord) -> str | None:

@@ -21,7 +21,7 @@ from ..errors import DamagedRecordError, InvalidInputError
 from ..types import Hit
 from .chunking import check_text
 from .index import VectorIndex
-from .inputs import check_source
+from .inputs import check_source_filter
 from .models import Models
 from .records import ChunkRecord, DocRecord, Records, decode_chunk
 
@@ -44,7 +44,7 @@ class Plan:
         sources = [opts.sources] if isinstance(opts.sources, str) else opts.sources
         if sources is not None and not isinstance(sources, Iterable):
             raise InvalidInputError(f"sources must be source names (str), got {type(sources).__name__}")
-        self.shards = None if sources is None else list(dict.fromkeys(check_source(s) for s in sources))
+        self.shards = None if sources is None else list(dict.fromkeys(check_source_filter(s) for s in sources))
         self.excluded = _exclusions(opts.exclude_docs, n_queries)
 
 

@@ -4,11 +4,13 @@
 ``mcp`` SDK (``pip install 'ragstore[mcp]'``; its 1.x ``FastMCP`` and 2.x
 ``MCPServer`` both work). Tools:
 
-- ``search(query, k=5, sources=None, exclude_docs=None)``: the nearest chunks
-  with their continuations, document ids, sources and scores;
-- ``get_document(doc_id)``, ``stats()``;
+- ``search(query, k=5, sources=None, exclude_docs=None, min_score=None)``: the
+  nearest chunks with their continuations, document ids, sources and scores;
+- ``get_document(doc_id)``, ``list_documents(source=None, after=None,
+  limit=50)`` (pages with a cursor), ``stats()``;
 - unless read-only: ``add_document(doc_id, text, source=None, meta=None,
-  replace=False)`` and ``delete_document(doc_id)``.
+  replace=False)``, ``update_metadata(doc_id, meta, merge=False)`` and
+  ``delete_document(doc_id)``.
 
 ``ragstore mcp STORE --http [--host H --port P --token T]`` serves the same
 tools over the protocol's Streamable HTTP transport (the SDK's own
@@ -80,13 +82,14 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
     @server.tool(
         description="Search the store: the k passages most similar to `query` (best first), each with its "
         "continuation, document id, source, position and score. `sources` limits the search to these "
-        "sources; `exclude_docs` leaves these documents out.",
+        "sources; `exclude_docs` leaves these documents out; `min_score` drops hits scoring below it.",
         annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
     )
     def search(
-        query: str, k: int = 5, sources: list[str] | None = None, exclude_docs: list[str] | None = None
+        query: str, k: int = 5, sources: list[str] | None = None, exclude_docs: list[str] | None = None,
+        min_score: float | None = None,
     ) -> dict[str, Any]:
-        hits = call(store.query, query, k, sources=sources, exclude_docs=exclude_docs)
+        hits = call(store.query, query, k, sources=sources, exclude_docs=exclude_docs, min_score=min_score)
         return to_jsonable({"hits": hits})  # meta written by the library may hold bytes
 
     @server.tool(
@@ -97,6 +100,15 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
         d = call(store.get, doc_id)
         return {"id": d.id, "source": d.source, "meta": to_jsonable(d.meta), "text": d.text,
                 "n_chunks": d.n_chunks, "n_tokens": d.n_tokens}
+
+    @server.tool(
+        description="List stored documents (id, source, metadata, chunk count; no text) in id order, `limit` "
+        "at a time; pass the answer's `next_cursor` as `after` for the next page (null: no more). `source` "
+        "lists one source's documents ('' those without one).",
+        annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+    )
+    def list_documents(source: str | None = None, after: str | None = None, limit: int = 50) -> dict[str, Any]:
+        return to_jsonable(call(store.list_documents, source=source, after=after, limit=limit).to_dict())
 
     @server.tool(
         description="Counts and sizes of the store: documents, chunks, tokens, chunks per source.",
@@ -119,6 +131,15 @@ def build_server(store: Store, *, readonly: bool = False, name: str = "ragstore"
         ) -> dict[str, Any]:
             r = call(store.add, doc_id, text, source=source, meta=meta, replace=replace)
             return {"doc_id": r.doc_id, "status": r.status, "n_chunks": r.n_chunks}
+
+        @server.tool(
+            description="Set a document's metadata (a JSON object) without re-embedding it; with `merge` "
+            "true only these keys change.",
+            annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True,
+                                        openWorldHint=False),
+        )
+        def update_metadata(doc_id: str, meta: dict[str, Any], merge: bool = False) -> dict[str, Any]:
+            return to_jsonable(call(store.update_meta, doc_id, meta, merge=merge).to_dict())
 
         @server.tool(
             description="Delete a document, its chunks and vectors, by id.",

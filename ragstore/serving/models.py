@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config import StoreConfig
-from ..types import AddResult, Chunk, Document, Hit, IngestSummary, Stats
+from ..types import AddResult, Chunk, Document, DocumentInfo, Hit, IngestSummary, Stats
 
 __all__ = [
     "MAX_K",
@@ -70,17 +70,21 @@ Meta = dict[str, Any]
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 DocId = Annotated[str, Field(min_length=1, max_length=480, description="Document id (at most 480 UTF-8 bytes).")]
 Source = Annotated[str, Field(min_length=1, max_length=200)]
+# a source to select by: "" selects the documents without one (as Store.sources() reports them)
+SourceFilter = Annotated[str, Field(max_length=200, description="A source name; '' for documents without one.")]
 
 
 class QueryRequest(_In):
     query: Text | Vector = Field(
         description="A text (embedded by the store's embedder) or a vector of the store's dimension.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of neighbours.")
-    sources: list[Source] | None = Field(None, description="Search only these sources (unknown names match nothing).")
+    sources: list[SourceFilter] | None = Field(
+        None, description="Search only these sources (unknown names match nothing; '' those without one).")
     exclude_docs: list[DocId] | None = Field(None, description="Never return chunks of these documents.")
     rerank: bool | None = Field(
         None, description="Re-score candidates with the exact vectors (default: on for quantized indexes).")
     exact: bool = Field(False, description="Brute force over every stored vector (slow; ground truth).")
+    min_score: float | None = Field(None, description="Drop hits scoring below this (fewer than k may return).")
 
 
 class BatchQueryRequest(_In):
@@ -89,16 +93,17 @@ class BatchQueryRequest(_In):
         | Annotated[list[Vector], Field(min_length=1, max_length=MAX_BATCH)]
     ) = Field(description="Texts, or vectors of the store's dimension (not a mix).")
     k: int = Field(10, ge=1, le=MAX_K)
-    sources: list[Source] | None = None
+    sources: list[SourceFilter] | None = None
     exclude_docs: list[DocId] | None = None
     rerank: bool | None = None
     exact: bool = False
+    min_score: float | None = None
 
 
 class RetrieveRequest(_In):
     text: Text = Field(description="The sequence; cut into chunks of the store's chunk_tokens with its tokenizer.")
     k: int = Field(2, ge=1, le=MAX_RETRO_K, description="Neighbours per chunk.")
-    sources: list[Source] | None = None
+    sources: list[SourceFilter] | None = None
     exclude_docs: list[DocId] | None = Field(
         None, description="E.g. the document the sequence comes from (RETRO training).")
     rerank: bool | None = None
@@ -130,6 +135,11 @@ class AddRequest(DocumentIn):
 class BatchAddRequest(_In):
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCS)
     replace: bool = Field(False, description="Replace changed documents, skip unchanged ones (resumable ingest).")
+
+
+class MetaUpdate(_In):
+    meta: Meta = Field(description="The new metadata (a JSON object).")
+    merge: bool = Field(False, description="Update these keys and keep the others (default: replace the metadata).")
 
 
 class DeleteManyRequest(_In):
@@ -174,6 +184,13 @@ HitOut = from_dataclass(Hit, name="HitOut", descriptions={
     "continuation": "The next chunk of the same document (RETRO's F), or null at its end.",
 })
 DocumentOut = from_dataclass(Document, name="DocumentOut")
+DocumentInfoOut = from_dataclass(DocumentInfo, name="DocumentInfoOut")
+
+
+class DocumentPageOut(BaseModel):
+    model_config = _OUT
+    documents: list[DocumentInfoOut]  # type: ignore[valid-type]
+    next_cursor: str | None = Field(description="The `after` of the next page; null on the last page.")
 AddResultOut = from_dataclass(AddResult, name="AddResultOut",
                               types={"status": Literal["added", "replaced", "unchanged"]})
 IngestSummaryOut = from_dataclass(

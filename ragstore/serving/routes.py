@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, Response
 
 from .. import Store, __version__
+from ..engine.catalog import MAX_PAGE
 from ..errors import InvalidInputError
 from ..types import Doc
 from .auth import require_token
@@ -35,10 +36,13 @@ from .models import (
     DeleteResponse,
     DocumentBody,
     DocumentIn,
+    DocumentInfoOut,
     DocumentOut,
+    DocumentPageOut,
     HealthOut,
     HitOut,
     IngestSummaryOut,
+    MetaUpdate,
     QueryRequest,
     QueryResponse,
     RetrieveRequest,
@@ -113,7 +117,7 @@ async def query(req: QueryRequest, b: BackendDep) -> JSONResponse:
         if not isinstance(q, str):
             q = _vectors([q], "query vector")[0]  # type: ignore[index]
         hits = s.query(q, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank,
-                       exact=req.exact)
+                       exact=req.exact, min_score=req.min_score)
         return validated(QueryResponse, {"hits": hits})
 
     return JSONResponse(await b.read(run))
@@ -127,7 +131,7 @@ async def query_batch(req: BatchQueryRequest, b: BackendDep) -> JSONResponse:
         if not isinstance(qs[0], str):
             qs = _vectors(qs, "query vectors")
         res = s.query_many(qs, req.k, sources=req.sources, exclude_docs=req.exclude_docs, rerank=req.rerank,
-                           exact=req.exact)
+                           exact=req.exact, min_score=req.min_score)
         return validated(BatchQueryResponse, {"results": res})
 
     return JSONResponse(await b.read(run))
@@ -154,6 +158,18 @@ async def retrieve(req: RetrieveRequest, b: BackendDep) -> JSONResponse:
 
 # ---------------------------------------------------------------------- documents: reads
 DocIdPath = Annotated[str, Path(description="Document id (percent-encode '/', '?', '#' ...).")]
+
+
+@api.get("/documents", response_model=DocumentPageOut, tags=["documents"], responses=error_responses(*READ_ERRORS),
+         summary="A page of documents (id, source, meta, counts; no text) in id order")
+async def list_documents(
+    b: BackendDep,
+    source: Annotated[str | None, Query(max_length=200, description="Only this source ('' for none).")] = None,
+    after: Annotated[str | None, Query(description="The previous page's next_cursor.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Documents per page.")] = 100,
+) -> JSONResponse:
+    page = await b.read(lambda s: s.list_documents(source=source, after=after, limit=limit))
+    return JSONResponse(validated(DocumentPageOut, page))
 
 
 @api.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"],
@@ -212,6 +228,16 @@ async def put_document(req: DocumentBody, request: Request, doc_id: DocIdPath, b
     def run(s: Store) -> Response:
         vectors = _vectors(req.vectors, f"vectors of document {doc_id!r}")
         return _added(s.add(doc_id, req.text, source=req.source, meta=req.meta, vectors=vectors, replace=True))
+
+    return await b.write(request, run)
+
+
+@api.patch("/documents/{doc_id:path}", response_model=DocumentInfoOut, tags=["documents"],
+           responses=error_responses(404, *WRITE_ERRORS),
+           summary="Set a document's metadata without re-embedding it (merge=true: update those keys)")
+async def update_meta(req: MetaUpdate, request: Request, doc_id: DocIdPath, b: BackendDep) -> Response:
+    def run(s: Store) -> Response:
+        return JSONResponse(validated(DocumentInfoOut, s.update_meta(doc_id, req.meta, merge=req.merge)))
 
     return await b.write(request, run)
 
