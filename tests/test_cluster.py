@@ -228,6 +228,8 @@ def test_node_lost_during_build_then_rerun_completes(ray_cluster, tmp_path):
         report = cs.check()
         assert report.ok, report.problems
         partial = len(cs)
+    # the build stopped at the loss (on_shard_error="raise"), or Ray restarted the writer in time
+    assert (first is None and partial < len(docs)) or (first is not None and partial == len(docs))
     second = cluster.build(root, docs, embedder=HashEmbedder(), embed_actors=2, embed_cpus=0.5, batch_docs=50)
     assert second.skipped == partial and second.written == len(docs) - partial
     assert first is None or first.documents == len(docs)

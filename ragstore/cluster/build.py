@@ -228,19 +228,19 @@ class _Run:
         asks = {s: [(d["id"], d["_hash"]) for d in g] for s, g in items.items()}
         held = self._gather({s: (lambda a, s=s, q=q: self.writers[s].unchanged.remote(q)) for s, q in asks.items()},
                             "looking up held documents")
-        todo = []
+        todo: list[tuple[int, dict[str, Any]]] = []
         for s, g in items.items():
             have = set(held[s])
             self.skipped += sum(d["id"] in have for d in g)
             todo += [(s, d) for d in g if d["id"] not in have]
         vectors = self._embed([d["text"] for _, d in todo])
         groups: dict[int, list[dict[str, Any]]] = {}
-        for (s, d), v in zip(todo, vectors, strict=True):
+        for (s, item), v in zip(todo, vectors, strict=True):
             if isinstance(v, InvalidInputError):
-                self._bad(d["_i"], d["id"], v)
+                self._bad(item["_i"], item["id"], v)
                 continue
-            groups.setdefault(s, []).append({"id": d["id"], "text": d["text"], "source": d["source"],
-                                             "meta": d["meta"], "vectors": v})
+            groups.setdefault(s, []).append({"id": item["id"], "text": item["text"], "source": item["source"],
+                                             "meta": item["meta"], "vectors": v})
         self._collect()
         calls = {s: (lambda a, s=s, g=g: self.writers[s].write.remote(g, True)) for s, g in groups.items()}
         self.in_flight = (calls, {s: c(0) for s, c in calls.items()}, {s: len(g) for s, g in groups.items()})
