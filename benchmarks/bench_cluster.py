@@ -106,19 +106,27 @@ def main() -> None:
                 cs.query_many(queries[:4], k=args.k)  # actors started and stores opened
                 q = timed_queries(lambda qs: cs.query_many(qs, k=args.k), queries, args.batch)
                 recall_hits = cs.query_many(queries[:50], k=args.k)
+                reader = cs._readers[0][0]
+                pings = []
+                for _ in range(50):  # the floor: one Ray call to an actor doing (almost) nothing
+                    t = time.perf_counter()
+                    ray.get(reader.count.remote())
+                    pings.append(time.perf_counter() - t)
             want = single.query_many(queries[:50], k=args.k, exact=True)
             found = sum(len({(h.doc_id, h.position) for h in g} & {(h.doc_id, h.position) for h in w})
                         for g, w in zip(recall_hits, want, strict=True))
-            r = {"build_s": s.seconds, "embed_wait_s": s.embed_seconds, "write_wait_s": s.write_seconds,
+            r = {"build_s": s.seconds, "startup_s": s.startup_seconds, "embed_wait_s": s.embed_seconds,
+                 "write_wait_s": s.write_seconds, "ray_call_ms_median": 1000 * statistics.median(pings),
                  "per_shard": s.per_shard, **q, "recall_at_k_vs_exact": found / (args.k * len(want)),
                  "overhead_ms_per_single_query": q["single_ms_median"] - results["single_text"]["single_ms_median"],
                  "qps_ratio_vs_single_store": q["qps_batched"] / results["single_text"]["qps_batched"]}
             results["shards"][n] = r
-            print(f"{n} shard(s): build {s.seconds:.1f}s (embed wait {s.embed_seconds:.1f}s, write wait "
-                  f"{s.write_seconds:.1f}s); {q['qps_batched']:.0f} q/s batched "
+            print(f"{n} shard(s): build {s.seconds:.1f}s (actors starting {s.startup_seconds:.1f}s, embed wait "
+                  f"{s.embed_seconds:.1f}s, write wait {s.write_seconds:.1f}s); {q['qps_batched']:.0f} q/s batched "
                   f"({r['qps_ratio_vs_single_store']:.2f}x one store), single query {q['single_ms_median']:.1f} ms "
                   f"median, {q['single_ms_p90']:.1f} p90 (Ray overhead {r['overhead_ms_per_single_query']:.1f} ms); "
-                  f"recall@{args.k} {r['recall_at_k_vs_exact']:.3f}; load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"recall@{args.k} {r['recall_at_k_vs_exact']:.3f}; one bare Ray actor call "
+                  f"{r['ray_call_ms_median']:.2f} ms; load {os.getloadavg()[0]:.2f}", flush=True)
         base = results["shards"].get(args.shards[0])
         for n in args.shards[1:]:
             r = results["shards"][n]

@@ -58,6 +58,7 @@ class BuildSummary:
     embed_actors: int = 0
     embed_seconds: float = 0.0  # waiting for the pool
     write_seconds: float = 0.0  # waiting for the writers
+    startup_seconds: float = 0.0  # until every writer had opened its store and every pool actor had started
 
     def __str__(self) -> str:
         return (f"{self.documents} documents ({self.written} written, {self.skipped} already held, "
@@ -166,7 +167,9 @@ def build(
         embed_cls = remote_class(EmbedWorker).options(**spread_options(actor_options, num_cpus=embed_cpus))
         pool = [embed_cls.remote(spec, layouts[0]["tokenizer_json"], layouts[0]["chunk_tokens"])
                 for _ in range(size)]
+        ray.get([p.where.remote() for p in pool])
         run = _Run(ray, manifest, writers, pool, mode, retry_timeout, on_invalid, on_progress, t0)
+        run.startup_s = time.perf_counter() - t0
         for batch in _batches(_documents(docs), batch_docs):
             run.batch(batch)
         run.finish()
@@ -189,7 +192,7 @@ class _Run:
         self.mode, self.timeout, self.on_invalid, self.on_progress, self.t0 = mode, timeout, on_invalid, on_progress, t0
         self.read = self.written = self.skipped = self.invalid = self.chunks = self.retried = 0
         self.per_shard = [0] * manifest.shards
-        self.embed_s = self.write_s = 0.0
+        self.embed_s = self.write_s = self.startup_s = 0.0
         self.in_flight: tuple[dict[int, Any], dict[int, Any], dict[int, int]] | None = None
 
     def _count_retry(self, _s: int) -> None:
@@ -289,4 +292,4 @@ class _Run:
         return BuildSummary(documents=self.read, written=self.written, skipped=self.skipped, invalid=self.invalid,
                             chunks=self.chunks, seconds=time.perf_counter() - self.t0, per_shard=self.per_shard,
                             retried=self.retried, embed_actors=size, embed_seconds=self.embed_s,
-                            write_seconds=self.write_s)
+                            write_seconds=self.write_s, startup_seconds=self.startup_s)
