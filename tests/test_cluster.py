@@ -244,6 +244,28 @@ def test_node_lost_during_build_then_rerun_completes(ray_cluster, tmp_path):
     assert third.skipped == len(docs) and third.written == 0  # resumable: nothing left to do
 
 
+def test_route_by_source(ray_cluster, tmp_path):
+    docs = _docs(60)
+    cluster.build(tmp_path / "by-source", docs, shards=SHARDS, route="source", embedder=HashEmbedder(),
+                  embed_actors=1, embed_cpus=0.5)
+    single = ragstore.open(tmp_path / "single", embedder=HashEmbedder())
+    single.add_many(docs)
+    with cluster.open(tmp_path / "by-source", embedder=HashEmbedder()) as cs:
+        for st, held in zip(cs.stats().shards, [[s for s in SOURCES if shard_of(s, SHARDS) == i]
+                                                for i in range(SHARDS)], strict=True):
+            assert sorted(st.sources) == sorted(held)  # each source in one shard
+        for opts in ({}, {"sources": ["wiki-b"]}):
+            assert [_key(h) for h in cs.query_many(QUERIES, k=6, exact=True, **opts)] == \
+                [_key(h) for h in single.query_many(QUERIES, k=6, exact=True, **opts)]
+        # a document whose source changes moves to the new source's shard
+        with pytest.raises(ragstore.AlreadyExistsError):
+            cs.add("doc-0", "moved text", source="wiki-new")
+        cs.add("doc-0", "moved text", source="wiki-new", replace=True)
+        assert list(cs.doc_ids()).count("doc-0") == 1 and cs.get("doc-0").source == "wiki-new"
+        assert cs.check().ok
+    single.close()
+
+
 def test_routing_is_stable():
     assert shard_of("doc-1", 4) == shard_of("doc-1", 4)
     assert {shard_of(f"d{i}", 4) for i in range(100)} == {0, 1, 2, 3}

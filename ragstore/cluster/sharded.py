@@ -34,6 +34,7 @@ from .runtime import actor_options, check_on_error, connect, gather, kill_all, s
 __all__ = ["ShardedStore", "ClusterStats", "ClusterCheck"]
 
 _FROM_OPTIONS: Any = object()
+PUT_BYTES = 1 << 20  # query matrices larger than this go to the shards through one ray.put
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,10 @@ class ShardedStore:
         return [fuse_rrf(d, lx, merged.k) for d, lx in zip(dense, lexical, strict=True)]
 
     def _ask(self, shards: Iterable[int], queries: Any, options: QueryOptions, mode: str, n: int) -> list[list[Hit]]:
-        queries_ref = self._ray.put(queries)  # one copy in the object store, not one per shard
-        results, failed = self._fan(shards, "query_many", queries_ref, options, self._hold, mode=mode)
+        big = isinstance(queries, np.ndarray) and queries.nbytes > PUT_BYTES
+        if big:  # one copy in the object store, not one per shard (a put costs ~1 ms: not for small batches)
+            queries = self._ray.put(queries)
+        results, failed = self._fan(shards, "query_many", queries, options, self._hold, mode=mode)
         per_shard = {s: [globalize(hits, s, self.shards) for hits in res] for s, res in results.items()}
         merged = [merge_topk([per_shard[s][i] for s in per_shard], options.k) for i in range(n)]
         if failed:
