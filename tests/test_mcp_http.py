@@ -114,7 +114,8 @@ def test_tools_over_streamable_http(server):
             async with ClientSession(streams[0], streams[1]) as s:
                 await s.initialize()
                 names = {t.name for t in (await s.list_tools()).tools}
-                assert names == {"search", "get_document", "stats", "add_document", "delete_document"}
+                assert names == {"search", "get_document", "list_documents", "stats", "add_document",
+                                 "update_metadata", "delete_document"}
                 hits = payload(await s.call_tool("search", {"query": "the cat sat on the mat", "k": 1}))["hits"]
                 assert hits[0]["doc_id"] == "cats" and hits[0]["meta"] == {"legs": 4}
                 added = payload(await s.call_tool(
